@@ -1,0 +1,26 @@
+# make train: train the tutorial's LeNet (ARGS="--epochs 1" passes flags); make test: run the tests.
+# Both create .venv with a Python that oneflow 0.9.0 supports (CPython 3.7-3.10) and install requirements.txt.
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+
+.PHONY: train test
+train: $(VENV)/.installed
+	$(PYTHON) lenet_train.py $(ARGS)
+
+test: $(VENV)/.installed
+	$(PYTHON) -m pytest -q tests $(ARGS)
+
+# Each candidate is run, not just looked up: a pyenv shim exists even for versions it will not run.
+$(VENV)/.installed: requirements.txt
+	@if [ ! -x $(PYTHON) ]; then \
+	  for candidate in python3.10 python3.9 python3.8 python3.7 python3 python \
+	      $$(ls -d "$$(pyenv root 2>/dev/null)"/versions/3.10*/bin/python "$$(pyenv root 2>/dev/null)"/versions/3.[7-9].*/bin/python 2>/dev/null); do \
+	    if $$candidate -c 'import sys, venv; sys.exit(not (3, 7) <= sys.version_info[:2] <= (3, 10))' 2>/dev/null; then \
+	      echo "creating $(VENV) with $$($$candidate --version 2>&1) ($$candidate)"; \
+	      $$candidate -m venv $(VENV) || exit 1; break; \
+	    fi; \
+	  done; \
+	  [ -x $(PYTHON) ] || { echo "error: no Python 3.7-3.10 found; oneflow 0.9.0 runs on CPython 3.7 to 3.10 only (install 3.10, e.g. 'pyenv install 3.10')" >&2; exit 1; }; \
+	fi
+	$(PYTHON) -m pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@

@@ -1,0 +1,44 @@
+"""Shared test helpers: the committed digit fixture, running the scripts, and one model trained on the fixture."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = Path(__file__).resolve().parent / "data" / "mnist.npz"
+sys.path.insert(0, str(ROOT))
+
+
+def run_script(script, *args, cwd):
+    """Run one of the project's scripts as a user would; return the CompletedProcess (text, both streams)."""
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """A folder holding a copy of the 1,200-digit fixture as mnist.npz."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(FIXTURE, folder / "mnist.npz")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """Train through lenet_train.py on the fixture once: (folder with mnist.npz and lenet_models_1, its output)."""
+    folder = tmp_path_factory.mktemp("trained")
+    shutil.copy(FIXTURE, folder / "mnist.npz")
+    result = run_script("lenet_train.py", "--epochs", 4, "--batch-size", 50, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder, result.stdout
+
+
+def fixture_arrays():
+    """The fixture's arrays as stored: uint8 images, uint8 labels."""
+    with np.load(FIXTURE) as npz:
+        return {key: npz[key] for key in npz.files}

@@ -1,0 +1,94 @@
+"""The network: shapes, parameter count, initialisation, dropout, and a NumPy forward pass of the same weights."""
+import numpy as np
+import pytest
+
+import lenet
+from lenet import flow
+
+
+@pytest.fixture
+def model():
+    model = lenet.LeNet()
+    lenet.CheckPoint(model).init(seed=0)
+    return model
+
+
+def test_shapes_and_parameter_count(model):
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    assert shapes == {
+        "conv1.weight": (32, 1, 5, 5), "conv1.bias": (32,),
+        "conv2.weight": (64, 32, 5, 5), "conv2.bias": (64,),
+        "dense1.weight": (512, 3136), "dense1.bias": (512,),
+        "dense2.weight": (10, 512), "dense2.bias": (10,),
+    }
+    # conv1 32*25+32, conv2 64*32*25+64, dense1 3136*512+512, dense2 512*10+10
+    assert sum(p.numel() for p in model.parameters()) == 832 + 51264 + 1606144 + 5130 == 1663370
+    assert tuple(model(flow.zeros(3, 1, 28, 28)).shape) == (3, 10)
+
+
+def test_init_is_truncated_normal_with_zero_biases(model):
+    for name, p in model.named_parameters():
+        value = p.numpy()
+        if name.endswith("bias"):
+            assert not value.any(), name
+        else:
+            assert np.abs(value).max() <= 0.2, name
+            # A normal cut at 2 std has std 0.088 of the uncut one's.
+            assert abs(value.std() - 0.088) < 0.01 * (1 + 30 / np.sqrt(value.size)), name
+            assert abs(value.mean()) < 0.01 * (1 + 30 / np.sqrt(value.size)), name
+
+
+def test_init_is_seeded():
+    a, b, c = lenet.LeNet(), lenet.LeNet(), lenet.LeNet()
+    lenet.CheckPoint(a).init(seed=1)
+    lenet.CheckPoint(b).init(seed=1)
+    lenet.CheckPoint(c).init(seed=2)
+    assert np.array_equal(a.conv1.weight.numpy(), b.conv1.weight.numpy())
+    assert not np.array_equal(a.conv1.weight.numpy(), c.conv1.weight.numpy())
+
+
+def test_dropout_only_in_training(model):
+    x = flow.rand(4, 1, 28, 28)
+    assert np.array_equal(model(x).numpy(), model(x).numpy())
+    trained_a, trained_b = model(x, train=True).numpy(), model(x, train=True).numpy()
+    assert not np.array_equal(trained_a, trained_b)
+    assert not np.array_equal(trained_a, model(x).numpy())
+    # Inverted dropout with p = 0.5: the logits' mean over many draws is the logits without dropout
+    # (within 5 standard errors); plain dropout without the x2 scaling would halve dense1's contribution.
+    flow.manual_seed(0)
+    samples = np.stack([model(x, train=True).numpy() for _ in range(400)])
+    standard_error = samples.std(axis=0) / np.sqrt(len(samples))
+    assert (np.abs(samples.mean(axis=0) - model(x).numpy()) < 5 * standard_error).all()
+
+
+def numpy_lenet(x, w):
+    """An independent NumPy forward pass of the tutorial's LeNet (no dropout); x (N, 1, 28, 28), w a dict of arrays."""
+    def conv_same(x, weight, bias):  # 5x5, stride 1, 2 pixels of zero padding
+        n, c, h, wd = x.shape
+        padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+        patches = np.stack([padded[:, :, i:i + h, j:j + wd] for i in range(5) for j in range(5)], axis=2)
+        # patches (N, C, 25, H, W); weight (O, C, 5, 5) -> (O, C, 25)
+        out = np.einsum("ncphw,ocp->nohw", patches, weight.reshape(weight.shape[0], c, 25))
+        return out + bias[None, :, None, None]
+
+    def pool(x):  # 2x2, stride 2
+        n, c, h, wd = x.shape
+        return x.reshape(n, c, h // 2, 2, wd // 2, 2).max(axis=(3, 5))
+
+    relu = lambda v: np.maximum(v, 0)  # noqa: E731
+    x = pool(relu(conv_same(x, w["conv1.weight"], w["conv1.bias"])))
+    x = pool(relu(conv_same(x, w["conv2.weight"], w["conv2.bias"])))
+    x = relu(x.reshape(len(x), -1) @ w["dense1.weight"].T + w["dense1.bias"])
+    return x @ w["dense2.weight"].T + w["dense2.bias"]
+
+
+def test_matches_numpy_forward_pass(model):
+    rng = np.random.default_rng(0)
+    with flow.no_grad():  # non-zero biases, so that they are checked too
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.copy_(flow.tensor(rng.normal(0, 0.1, p.shape).astype(np.float32)))
+    x = rng.random((5, 1, 28, 28)).astype(np.float32)
+    weights = {name: p.numpy().astype(np.float64) for name, p in model.named_parameters()}
+    expected = numpy_lenet(x.astype(np.float64), weights)
+    assert np.abs(model(flow.tensor(x)).numpy() - expected).max() < 1e-4
