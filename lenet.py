@@ -111,14 +111,15 @@ def download(url, path, sha256, progress=False):
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
             from tqdm import tqdm  # noqa: PLC0415  (only needed here)
 
-            total = int(response.headers.get("Content-Length") or 0) or None
+            total, size = int(response.headers.get("Content-Length") or 0) or None, 0
             with tqdm(total=total, unit="B", unit_scale=True, desc=path.name, disable=not progress) as bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     f.write(chunk)
                     digest.update(chunk)
+                    size += len(chunk)
                     bar.update(len(chunk))
-            if total is not None and bar.n != total:
-                raise OSError(f"got {bar.n} of {total} bytes")
+            if total is not None and size != total:
+                raise OSError(f"got {size} of {total} bytes")
             f.flush()
             os.fsync(f.fileno())
         if digest.hexdigest() != sha256:
