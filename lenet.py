@@ -29,6 +29,9 @@ def _load_cuda_libraries():
 
 
 _load_cuda_libraries()
+# OneFlow's C++ log lines (glog) on a machine without a CUDA driver only say that there is none; errors still
+# reach Python as exceptions. GLOG_minloglevel=0 shows them all.
+os.environ.setdefault("GLOG_minloglevel", "3")
 import oneflow as flow  # noqa: E402  (needs the libraries above)
 import oneflow.core.framework.variable_meta_info_pb2 as variable_meta_info_pb  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
@@ -260,7 +263,7 @@ class CheckPoint:
         except InputError:
             raise
         except Exception as e:  # flow.load and load_state_dict raise many kinds for a broken folder
-            message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            message = " ".join(str(e).split()) or type(e).__name__  # on one line
             raise InputError(f"cannot load the model at {path} ({message})") from None
 
 
