@@ -21,7 +21,7 @@ def test_train_prints_the_log_and_saves(trained):
               for line in lines if "test accuracy" in line]
     assert all(epochs) and [int(m[1]) for m in epochs] == [1, 2, 3, 4]
     losses = [float(m[2]) for m in epochs]
-    assert losses[-1] < losses[0] / 2  # observed 1.95 -> 0.33
+    assert losses[-1] < losses[0] / 2  # observed 2.58 -> 0.52
     assert lines[-1] == "model saved to ./lenet_models_1"
     assert (folder / "lenet_models_1" / "pickled_data").is_file()
 
@@ -46,18 +46,19 @@ def test_eval_reports_the_accuracy_recounted_by_hand(trained):
 def test_predicts_a_png_as_evaluation_does(trained, tmp_path):
     folder, _ = trained
     raw = fixture_arrays()
+    chosen = [int(np.flatnonzero(raw["y_test"] == digit)[0]) for digit in range(10)]  # one of each digit
     model = lenet.LeNet()
     lenet.CheckPoint(model).load(folder / "lenet_models_1")
     (_, _), (images, _), _, _ = lenet.load_mnist(folder)
-    expected = predict(EvalGraph(model), images[:10], 10, lenet.flow.device("cpu")).argmax(1)
+    expected = predict(EvalGraph(model), images[chosen], 10, lenet.flow.device("cpu")).argmax(1)
     predictions = []
-    for i in range(10):
+    for i in chosen:
         Image.fromarray(raw["x_test"][i]).save(tmp_path / f"{i}.png")
         result = run_script("lenet_test.py", tmp_path / f"{i}.png", cwd=folder)
         assert result.returncode == 0, result.stderr
         predictions.append(int(re.fullmatch(r"prediction: (\d)", result.stdout.splitlines()[-1])[1]))
     assert predictions == expected.tolist()
-    assert np.mean(np.array(predictions) == raw["y_test"][:10]) >= 0.7  # observed 10 of 10
+    assert np.mean(np.array(predictions) == np.arange(10)) >= 0.7  # observed 10 of 10
 
 
 def assert_one_line_error(result, message):
