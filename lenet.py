@@ -8,7 +8,6 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import sys
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -55,14 +54,25 @@ class LeNet(flow.nn.Module):
         self.dense1 = flow.nn.Linear(64 * 7 * 7, 512)
         self.dense2 = flow.nn.Linear(512, 10)
 
-    def forward(self, x, train=False):
-        """Logits of x; dropout only with train=True, as the tutorial's lenet(data, train)."""
+    def forward(self, x, dropout_mask=None):
+        """Logits of x; in training, dropout_mask (N, 512) from dropout_mask() is applied after dense1."""
         # x: (N, 1, 28, 28) pixels in [0, 1]
         x = flow.nn.functional.max_pool2d(flow.relu(self.conv1(x)), kernel_size=2, stride=2)  # (N, 32, 14, 14)
         x = flow.nn.functional.max_pool2d(flow.relu(self.conv2(x)), kernel_size=2, stride=2)  # (N, 64, 7, 7)
         x = flow.relu(self.dense1(x.flatten(1)))  # (N, 3136) in C, H, W order -> (N, 512)
-        x = flow.nn.functional.dropout(x, p=0.5, training=train)  # inverted: kept values are scaled by 2
+        if dropout_mask is not None:
+            x = x * dropout_mask
         return self.dense2(x)  # (N, 10) logits
+
+
+def dropout_mask(rng, batch_size, rate=0.5):
+    """The tutorial's dropout (rate 0.5) as a float32 (batch_size, 512) mask: 0 with probability rate, else 1 / (1 - rate).
+
+    Made with NumPy rather than OneFlow's dropout op: inside an nn.Graph, OneFlow 0.9 draws that op's masks from
+    a fixed seed of its own, which ignores --seed and starts over in every new graph, so a resumed run could
+    not repeat them.
+    """
+    return (rng.random((batch_size, 512)) >= rate).astype(np.float32) / np.float32(1 - rate)
 
 
 def truncated_normal(shape, std, rng):
@@ -206,6 +216,9 @@ LEGACY_SHAPES = {
 }
 
 
+TRAINING_STATE = "training_state"  # the subfolder that lets lenet_train.py --resume
+
+
 class CheckPoint:
     """init(), save(path) and load(path) for a model's weights, as the tutorial's scripts called them."""
 
@@ -222,8 +235,8 @@ class CheckPoint:
                     value = truncated_normal(parameter.shape, 0.1, rng)
                 parameter.copy_(flow.tensor(value))
 
-    def save(self, path):
-        """Write the weights with flow.save to path, replacing what was there atomically.
+    def save(self, path, training_state=None):
+        """Write the weights with flow.save to path (and training_state, if given, to path/training_state), atomically.
 
         The new folder is written whole beside the old one, flushed to disk, then swapped in: a crash at any
         moment leaves either the old model or the new one at path.
@@ -236,6 +249,8 @@ class CheckPoint:
             shutil.rmtree(tmp, ignore_errors=True)  # left over from a save that died
             state = {name: value.to("cpu") for name, value in self.model.state_dict().items()}
             flow.save(state, str(tmp))
+            if training_state is not None:
+                flow.save(training_state, str(tmp / TRAINING_STATE))
             _fsync_tree(tmp)
             if path.exists():
                 _exchange(tmp, path)
@@ -248,7 +263,10 @@ class CheckPoint:
             raise InputError(f"cannot save the model to {path} ({e.strerror or e})") from None
 
     def load(self, path):
-        """Load weights saved by save(), or a checkpoint folder of the tutorial's OneFlow (snapshot_done, conv1-weight/out, ...)."""
+        """Load weights saved by save(), or the tutorial's checkpoint folder; return the training state saved with them, or None.
+
+        The tutorial's OneFlow wrote snapshot_done and one folder per variable (conv1-weight/out, ...).
+        """
         path = Path(path)
         if not path.is_dir():
             raise InputError(f"no model at {path} (run lenet_train.py first)")
@@ -260,6 +278,9 @@ class CheckPoint:
             else:
                 raise InputError(f"no model at {path}: the folder has neither pickled_data nor snapshot_done")
             self.model.load_state_dict(state)
+            if (path / TRAINING_STATE).exists():
+                return flow.load(str(path / TRAINING_STATE))
+            return None
         except InputError:
             raise
         except Exception as e:  # flow.load and load_state_dict raise many kinds for a broken folder

@@ -4,6 +4,8 @@
     python lenet_train.py --max-steps 20    # a seconds-long smoke run
 """
 import argparse
+import os
+import signal
 import sys
 import time
 
@@ -19,54 +21,114 @@ parser.add_argument("--epochs", type=lenet.positive_int, default=20, help="passe
 parser.add_argument("--batch-size", type=lenet.positive_int, default=100, help="images per step (default: 100)")
 parser.add_argument("--learning-rate", type=lenet.positive_float, default=0.1, help="SGD step size (default: 0.1)")
 parser.add_argument("--log-interval", type=lenet.positive_int, default=20, help="print the loss every this many steps (default: 20)")
-parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights, shuffling and dropout (default: 0)")
+parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights, the shuffling and dropout (default: 0)")
 parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 if OneFlow sees a GPU, else cpu)")
 parser.add_argument("--data-dir", default=".", help="folder of mnist.npz, downloaded there if missing (default: .)")
-parser.add_argument("--model-dir", default="./lenet_models_1", help="folder to save the model to, replacing it (default: ./lenet_models_1)")
+parser.add_argument("--model-dir", default="./lenet_models_1", help="folder to save the model to after every epoch, replacing it (default: ./lenet_models_1)")
+parser.add_argument("--resume", action="store_true", help="continue the training saved in --model-dir (default: start afresh)")
 parser.add_argument("--max-steps", type=lenet.positive_int, default=None, help="stop after this many steps in all, for smoke runs (default: no limit)")
 
 
 class TrainGraph(flow.nn.Graph):
     """The tutorial's train_job: forward with dropout, mean sparse softmax cross-entropy, backward, SGD, in one graph."""
 
-    def __init__(self, model, learning_rate):
+    def __init__(self, model, optimizer):
         super().__init__()
         self.model = model
-        self.add_optimizer(flow.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.0))
+        self.add_optimizer(optimizer)
 
-    def build(self, images, labels, mask):
-        logits = self.model(images, train=True)
+    def build(self, images, labels, weights, dropout_mask):
+        logits = self.model(images, dropout_mask)
         losses = flow.nn.functional.cross_entropy(logits, labels, reduction="none")  # (N,)
-        loss = (losses * mask).sum() / mask.sum()  # mean over the real items; mask is 0 for padding
+        loss = (losses * weights).sum() / weights.sum()  # mean over the real items; weights are 0 for padding
         loss.backward()
         return loss
 
 
-def train(model, train_data, test_data, device, epochs, batch_size, learning_rate, log_interval, seed, max_steps=None):
-    """Train model in place, printing the loss every log_interval steps and a line per epoch; return the per-epoch records."""
-    rng = np.random.default_rng(seed)
-    graph, eval_graph = TrainGraph(model, learning_rate), EvalGraph(model)
+class Interrupted(Exception):
+    """Training stopped by a signal; args: the signal number, the epoch and step it stopped at."""
+
+
+class StopRequest:
+    """A SIGINT / SIGTERM handler: the first signal asks training to stop after the current step, a second exits at once."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __call__(self, signum, frame):
+        if self.signum is not None:
+            os._exit(128 + signum)  # a half-written save is only ever the .saving folder beside the model
+        self.signum = signum
+
+
+def check_finite(loss, epoch, step, learning_rate, model_dir):
+    """Raise InputError if the loss has become NaN or infinite."""
+    if not np.isfinite(loss):
+        raise lenet.InputError(f"the loss became {loss} at epoch {epoch} step {step}: training diverged; "
+                               f"try a lower --learning-rate than {learning_rate} "
+                               f"(the last good model, if any, is still at {model_dir})")
+
+
+def resume_state(training_state, model_dir, **flags):
+    """Return training_state after checking that it exists and that flags (batch_size=..., ...) match those it was saved with."""
+    if training_state is None:
+        raise lenet.InputError(f"{model_dir} holds no training state to resume from (it was not saved at the end of "
+                               f"an epoch by lenet_train.py)")
+    for name, value in flags.items():
+        if training_state["flags"][name] != value:
+            raise lenet.InputError(f"--{name.replace('_', '-')} {value} differs from the "
+                                   f"{training_state['flags'][name]} that {model_dir} was trained with")
+    return training_state
+
+
+def train(check_point, train_data, test_data, device, epochs, batch_size, learning_rate, log_interval, seed,
+          model_dir, resume=False, max_steps=None, stop=None):
+    """Train check_point.model, saving it with its training state to model_dir after every epoch; return per-epoch records.
+
+    With resume, continue from the state in model_dir. `stop` (a StopRequest) ends training after the current
+    step by raising Interrupted.
+    """
+    model, history = check_point.model, []
+    optimizer = flow.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.0)
+    rng = np.random.default_rng(seed)  # shuffling and dropout
+    flags = dict(batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    done_epochs, step = 0, 0
+    if resume:
+        state = resume_state(check_point.load(model_dir), model_dir, **flags)
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        done_epochs, step = state["epoch"], state["step"]
+    else:
+        check_point.init(seed)
+    graph, eval_graph = TrainGraph(model, optimizer), EvalGraph(model)
     steps_per_epoch = -(-len(train_data[0]) // batch_size)
-    history, step = [], 0
-    for epoch in range(1, epochs + 1):
+    for epoch in range(done_epochs + 1, epochs + 1):
         start, images_seen, total_loss = time.perf_counter(), 0, 0.0
         batches = lenet.batches(batch_size, *train_data, rng=rng)
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}", leave=False, disable=not sys.stdout.isatty())
         for count, images, labels in bar:
-            mask = np.arange(batch_size) < count
-            loss = graph(flow.tensor(images, device=device), flow.tensor(labels, device=device),
-                         flow.tensor(mask.astype(np.float32), device=device))
+            weights = (np.arange(batch_size) < count).astype(np.float32)
+            loss = graph(*(flow.tensor(a, device=device) for a in
+                           (images, labels, weights, lenet.dropout_mask(rng, batch_size))))
             total_loss = total_loss + loss * count  # stays on the device: steps run asynchronously
             images_seen += count
             step += 1
             if step % log_interval == 0:
+                check_finite(loss.item(), epoch, step, learning_rate, model_dir)
                 bar.write(f"epoch {epoch} step {step} loss {loss.item():.4f}")
+            if stop is not None and stop.signum is not None:
+                bar.close()
+                raise Interrupted(stop.signum, epoch, step)
             if step == max_steps:
                 break
         bar.close()
         mean_loss = float((total_loss / images_seen).item())
+        check_finite(mean_loss, epoch, step, learning_rate, model_dir)
         seconds = time.perf_counter() - start
         accuracy = evaluate(eval_graph, *test_data, batch_size, device)
+        complete = images_seen == len(train_data[0])  # a --max-steps run may end within an epoch: not resumable
+        check_point.save(model_dir, dict(epoch=epoch, step=step, rng=rng.bit_generator.state, flags=flags,
+                                         optimizer=optimizer.state_dict()) if complete else None)
         history.append(dict(epoch=epoch, loss=mean_loss, accuracy=accuracy, images_per_second=images_seen / seconds))
         print(f"epoch {epoch} loss {mean_loss:.4f} test accuracy {accuracy:.1f}% images/s {images_seen / seconds:.0f}")
         if step == max_steps:
@@ -76,22 +138,31 @@ def train(model, train_data, test_data, device, epochs, batch_size, learning_rat
 
 def main(argv=None):
     args = parser.parse_args(argv)
+    stop = StopRequest()
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         device, description = lenet.choose_device(args.device)
         print(f"device {description}")
         train_data, test_data, path, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
         if found:
             print(f"File mnist.npz already exist, path: {path}")
-        flow.manual_seed(args.seed)  # dropout
         model = lenet.LeNet().to(device)
-        check_point = lenet.CheckPoint(model)
-        check_point.init(args.seed)
-        train(model, train_data, test_data, device, args.epochs, args.batch_size, args.learning_rate,
-              args.log_interval, args.seed, args.max_steps)
-        check_point.save(args.model_dir)
+        history = train(lenet.CheckPoint(model), train_data, test_data, device, args.epochs, args.batch_size,
+                        args.learning_rate, args.log_interval, args.seed, args.model_dir, args.resume,
+                        args.max_steps, stop)
     except lenet.InputError as e:
         sys.exit(f"error: {e}")
-    print(f"model saved to {args.model_dir}")
+    except Interrupted as e:
+        signum, epoch, step = e.args
+        print(f"interrupted by {signal.Signals(signum).name} at epoch {epoch} step {step}; "
+              f"the last complete epoch is saved in {args.model_dir}; continue with the same command and --resume",
+              file=sys.stderr)
+        sys.exit(128 + signum)
+    if history:
+        print(f"model saved to {args.model_dir}")
+    else:
+        print(f"{args.model_dir} is already trained for {args.epochs} epochs")
 
 
 if __name__ == "__main__":

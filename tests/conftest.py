@@ -1,5 +1,4 @@
 """Shared test helpers: the committed digit fixture, running the scripts, and one model trained on the fixture."""
-import os
 import shutil
 import subprocess
 import sys

@@ -47,22 +47,24 @@ def test_init_is_seeded():
     assert not np.array_equal(a.conv1.weight.numpy(), c.conv1.weight.numpy())
 
 
+def test_dropout_mask_is_the_tutorials_inverted_dropout():
+    masks = lenet.dropout_mask(np.random.default_rng(0), 100)
+    assert masks.shape == (100, 512) and masks.dtype == np.float32
+    assert set(np.unique(masks)) == {0.0, 2.0}  # kept values are scaled by 1 / (1 - 0.5)
+    assert abs((masks == 0).mean() - 0.5) < 0.01  # 51,200 draws: standard error 0.002
+    assert np.array_equal(masks, lenet.dropout_mask(np.random.default_rng(0), 100))
+
+
 def test_dropout_only_in_training(model):
     x = flow.rand(4, 1, 28, 28)
     assert np.array_equal(model(x).numpy(), model(x).numpy())
-    trained_a, trained_b = model(x, train=True).numpy(), model(x, train=True).numpy()
-    assert not np.array_equal(trained_a, trained_b)
-    assert not np.array_equal(trained_a, model(x).numpy())
-    # Inverted dropout with p = 0.5: the logits' mean over many draws is the logits without dropout
-    # (within 5 standard errors); plain dropout without the x2 scaling would halve dense1's contribution.
-    flow.manual_seed(0)
-    samples = np.stack([model(x, train=True).numpy() for _ in range(400)])
-    standard_error = samples.std(axis=0) / np.sqrt(len(samples))
-    assert (np.abs(samples.mean(axis=0) - model(x).numpy()) < 5 * standard_error).all()
+    mask = lenet.dropout_mask(np.random.default_rng(0), 4)
+    assert not np.allclose(model(x, flow.tensor(mask)).numpy(), model(x).numpy())
+    assert np.array_equal(model(x, flow.ones(4, 512)).numpy(), model(x).numpy())
 
 
-def numpy_lenet(x, w):
-    """An independent NumPy forward pass of the tutorial's LeNet (no dropout); x (N, 1, 28, 28), w a dict of arrays."""
+def numpy_lenet(x, w, dropout_mask=1.0):
+    """An independent NumPy forward pass of the tutorial's LeNet; x (N, 1, 28, 28), w a dict of arrays."""
     def conv_same(x, weight, bias):  # 5x5, stride 1, 2 pixels of zero padding
         n, c, h, wd = x.shape
         padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
@@ -78,7 +80,7 @@ def numpy_lenet(x, w):
     relu = lambda v: np.maximum(v, 0)  # noqa: E731
     x = pool(relu(conv_same(x, w["conv1.weight"], w["conv1.bias"])))
     x = pool(relu(conv_same(x, w["conv2.weight"], w["conv2.bias"])))
-    x = relu(x.reshape(len(x), -1) @ w["dense1.weight"].T + w["dense1.bias"])
+    x = relu(x.reshape(len(x), -1) @ w["dense1.weight"].T + w["dense1.bias"]) * dropout_mask
     return x @ w["dense2.weight"].T + w["dense2.bias"]
 
 
@@ -92,3 +94,6 @@ def test_matches_numpy_forward_pass(model):
     weights = {name: p.numpy().astype(np.float64) for name, p in model.named_parameters()}
     expected = numpy_lenet(x.astype(np.float64), weights)
     assert np.abs(model(flow.tensor(x)).numpy() - expected).max() < 1e-4
+    mask = lenet.dropout_mask(rng, 5)
+    expected = numpy_lenet(x.astype(np.float64), weights, mask)
+    assert np.abs(model(flow.tensor(x), flow.tensor(mask)).numpy() - expected).max() < 1e-4
