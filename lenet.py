@@ -116,16 +116,16 @@ MNIST_SHA256 = "63d4344077849053dc3036b247fa012b2b381de53fd055a66b539dffd76cf08e
 
 def download(url, path, sha256, progress=False):
     """Download url to path through a temporary file beside it; the file appears only whole and with the right hash."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    folder, name = os.path.split(path)
+    os.makedirs(folder or ".", exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder or ".")
     digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
             from tqdm import tqdm  # noqa: PLC0415  (only needed here)
 
             total, size = int(response.headers.get("Content-Length") or 0) or None, 0
-            with tqdm(total=total, unit="B", unit_scale=True, desc=path.name, disable=not progress) as bar:
+            with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     f.write(chunk)
                     digest.update(chunk)
@@ -143,16 +143,16 @@ def download(url, path, sha256, progress=False):
         raise InputError(f"could not download {url} ({e}); download it by hand and put it at {path}") from None
 
 
-def load_mnist(data_dir=".", url=MNIST_URL, sha256=MNIST_SHA256, progress=False):
+def load_mnist(data_dir=".", url=None, sha256=MNIST_SHA256, progress=False):
     """Return ((x_train, y_train), (x_test, y_test), path, found) from data_dir/mnist.npz, downloading it if missing.
 
     Images come as float32 (N, 1, 28, 28) in [0, 1] (pixel / 255, as the tutorial trained), labels as int32 (N,).
-    `found` says whether the file was already there.
+    `found` says whether the file was already there. url None means MNIST_URL, looked up at the call.
     """
     path = os.path.join(data_dir, "mnist.npz")  # a str, so that it prints as ./mnist.npz
     found = os.path.isfile(path)
     if not found:
-        download(url, path, sha256, progress)
+        download(url or MNIST_URL, path, sha256, progress)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
@@ -271,6 +271,7 @@ class CheckPoint:
         if not path.is_dir():
             raise InputError(f"no model at {path} (run lenet_train.py first)")
         try:
+            _check_variables(path)
             if (path / "pickled_data").exists():
                 state = flow.load(str(path))
             elif (path / "snapshot_done").exists():
@@ -288,6 +289,25 @@ class CheckPoint:
             raise InputError(f"cannot load the model at {path} ({message})") from None
 
 
+def _read_meta(meta):
+    """Return (shape, oneflow dtype) from a variable's `meta` file, written by flow.save and the tutorial's OneFlow."""
+    info = text_format.Parse(meta.read_text(), variable_meta_info_pb.VariableMetaInfo())
+    return tuple(info.shape.dim), flow.framework.dtype.convert_proto_dtype_to_oneflow_dtype(info.data_type)
+
+
+def _check_variables(path):
+    """Raise InputError naming the file where a variable's `out` does not hold what its `meta` says (truncated, mixed up)."""
+    for meta in sorted(path.glob("**/meta")):
+        shape, dtype = _read_meta(meta)
+        itemsize = np.dtype(flow.framework.dtype.convert_oneflow_dtype_to_numpy_dtype(dtype)).itemsize
+        expected = int(np.prod(shape)) * itemsize
+        out = meta.with_name("out")
+        size = out.stat().st_size if out.is_file() else 0
+        if size != expected:
+            raise InputError(f"cannot load the model at {path}: {out} holds {size} bytes, but {meta} says "
+                             f"{dtype} {shape} ({expected} bytes)")
+
+
 def _read_legacy(path):
     """Return {name: float32 array} from the tutorial's checkpoint folder, checking each `out` against the known shapes."""
     arrays = {}
@@ -296,13 +316,9 @@ def _read_legacy(path):
         if not out.is_file():
             raise InputError(f"cannot load the model at {path}: {out} is missing")
         meta = path / name / "meta"
-        if meta.exists():
-            info = text_format.Parse(meta.read_text(), variable_meta_info_pb.VariableMetaInfo())
-            meta_shape = tuple(info.shape.dim)
-            dtype = flow.framework.dtype.convert_proto_dtype_to_oneflow_dtype(info.data_type)
-            if meta_shape != shape or dtype != flow.float32:
-                raise InputError(f"cannot load the model at {path}: {meta} says {dtype} {meta_shape}, "
-                                 f"LeNet needs oneflow.float32 {shape}")
+        if meta.exists() and _read_meta(meta) != (shape, flow.float32):
+            raise InputError(f"cannot load the model at {path}: {meta} says {_read_meta(meta)[1]} "
+                             f"{_read_meta(meta)[0]}, LeNet's {name} is oneflow.float32 {shape}")
         value = np.fromfile(out, dtype="<f4")
         if value.size != np.prod(shape):
             raise InputError(f"cannot load the model at {path}: {out} holds {value.size} floats, "
