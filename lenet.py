@@ -92,19 +92,53 @@ def truncated_normal(shape, std, rng):
 # Device
 
 def choose_device(name=None):
-    """Return (device, description): `name` if given ("cpu", "cuda", "cuda:N"), else cuda:0 when OneFlow sees a GPU."""
+    """Return (device, description): `name` if given ("cpu", "cuda", "cuda:N"), else cuda:0 when OneFlow sees a GPU.
+
+    Under OneFlow's launcher (python -m oneflow.distributed.launch) the device is a flow.placement over every
+    process, each on its own GPU or CPU, for data-parallel training.
+    """
     gpus = flow.cuda.device_count() if flow.cuda.is_available() else 0
-    if name is None:
-        return (flow.device("cuda:0"), "cuda:0") if gpus else (flow.device("cpu"), "cpu (no GPU found)")
+    automatic = name is None
+    if automatic:
+        name = "cuda" if gpus else "cpu"
     kind, _, index = name.partition(":")
-    if kind == "cpu" and not index:
-        return flow.device("cpu"), "cpu"
-    if kind != "cuda" or (index and not index.isdigit()):
+    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
         raise InputError(f"unknown device {name!r} (use cpu, cuda or cuda:N)")
-    index = int(index or 0)
-    if index >= gpus:
+    if kind == "cuda" and int(index or 0) >= gpus:
         raise InputError(f"device {name!r} is not available: OneFlow sees {gpus} GPU(s) (use --device cpu)")
-    return flow.device(f"cuda:{index}"), f"cuda:{index}"
+    processes = flow.env.get_world_size()
+    if processes > 1:
+        return flow.placement(kind, ranks=list(range(processes))), f"{kind} x {processes} processes (data-parallel)"
+    if kind == "cuda":
+        return flow.device(f"cuda:{index or 0}"), f"cuda:{index or 0}"
+    return flow.device("cpu"), "cpu (no GPU found)" if automatic else "cpu"
+
+
+def place(model, device):
+    """Return model on device: moved to a flow.device, or copied to every process of a flow.placement."""
+    if isinstance(device, flow.placement):
+        return model.to_global(placement=device, sbp=flow.sbp.broadcast)
+    return model.to(device)
+
+
+def to_tensor(array, device):
+    """A tensor of array on device; on a flow.placement, array is the whole batch and each process keeps its slice."""
+    if not isinstance(device, flow.placement):
+        return flow.tensor(array, device=device)
+    processes, rank = flow.env.get_world_size(), flow.env.get_rank()
+    if len(array) % processes:
+        raise InputError(f"a batch of {len(array)} does not split over {processes} processes: "
+                         f"use a --batch-size that is a multiple of {processes}")
+    local = "cpu" if device.type == "cpu" else f"cuda:{flow.env.get_local_rank()}"
+    shard = np.array_split(array, processes)[rank]
+    return flow.tensor(shard, device=local).to_global(placement=device, sbp=flow.sbp.split(0))
+
+
+def to_numpy(tensor):
+    """The whole value of tensor as a NumPy array, gathered from every process if it is global."""
+    if tensor.is_global:
+        tensor = tensor.to_global(sbp=flow.sbp.broadcast).to_local()
+    return tensor.numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,8 +280,11 @@ class CheckPoint:
         try:
             if path.exists() and not path.is_dir():
                 raise InputError(f"cannot save the model to {path}: it is a file, not a folder")
+            # Gathered in every process (global tensors need all of them), written by the first alone.
+            state = {name: flow.tensor(to_numpy(value)) for name, value in self.model.state_dict().items()}
+            if flow.env.get_rank() != 0:
+                return
             shutil.rmtree(tmp, ignore_errors=True)  # left over from a save that died
-            state = {name: value.to("cpu") for name, value in self.model.state_dict().items()}
             flow.save(state, str(tmp))
             if training_state is not None:
                 flow.save(training_state, str(tmp / TRAINING_STATE))

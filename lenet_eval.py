@@ -32,7 +32,7 @@ def predict(graph, images, batch_size, device):
     """Return the logits (N, 10) of images (N, 1, 28, 28), batch_size images per run of the EvalGraph."""
     logits = []
     for count, batch in lenet.batches(batch_size, images):
-        logits.append(graph(flow.tensor(batch, device=device)).numpy()[:count])
+        logits.append(lenet.to_numpy(graph(lenet.to_tensor(batch, device)))[:count])
     return np.concatenate(logits)
 
 
@@ -47,8 +47,9 @@ def main(argv=None):
     try:
         device, description = lenet.choose_device(args.device)
         print(f"device {description}")
-        model = lenet.LeNet().to(device)
+        model = lenet.LeNet()
         lenet.CheckPoint(model).load(args.model_dir)
+        model = lenet.place(model, device)
         _, (test_images, test_labels), path, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
         if found:
             print(f"File mnist.npz already exist, path: {path}")

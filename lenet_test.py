@@ -27,8 +27,9 @@ def main(argv=None):
     try:
         device, description = lenet.choose_device(args.device)
         print(f"device {description}")
-        model = lenet.LeNet().to(device)
+        model = lenet.LeNet()
         lenet.CheckPoint(model).load(args.model_dir)
+        model = lenet.place(model, device)
         digit = predict_digit(model, args.image, device)
     except lenet.InputError as e:
         sys.exit(f"error: {e}")

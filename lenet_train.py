@@ -50,13 +50,16 @@ class Interrupted(Exception):
 
 
 class StopRequest:
-    """A SIGINT / SIGTERM handler: the first signal asks training to stop after the current step, a second exits at once."""
+    """A SIGINT / SIGTERM handler: the first signal asks training to stop after the current step, a second exits at once.
+
+    Under the launcher the first exits at once too: processes stopping at different steps would wait on each other.
+    """
 
     def __init__(self):
         self.signum = None
 
     def __call__(self, signum, frame):
-        if self.signum is not None:
+        if self.signum is not None or flow.env.get_world_size() > 1:
             os._exit(128 + signum)  # a half-written save is only ever the .saving folder beside the model
         self.signum = signum
 
@@ -88,18 +91,18 @@ def train(check_point, train_data, test_data, device, epochs, batch_size, learni
     With resume, continue from the state in model_dir. `stop` (a StopRequest) ends training after the current
     step by raising Interrupted.
     """
-    model, history = check_point.model, []
-    optimizer = flow.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.0)
-    rng = np.random.default_rng(seed)  # shuffling and dropout
+    rng = np.random.default_rng(seed)  # shuffling and dropout; the same in every process
     flags = dict(batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    state = resume_state(check_point.load(model_dir), model_dir, **flags) if resume else None
+    if state is None:
+        check_point.init(seed)
+    model, history = lenet.place(check_point.model, device), []
+    optimizer = flow.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.0)
     done_epochs, step = 0, 0
-    if resume:
-        state = resume_state(check_point.load(model_dir), model_dir, **flags)
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         done_epochs, step = state["epoch"], state["step"]
-    else:
-        check_point.init(seed)
     graph, eval_graph = TrainGraph(model, optimizer), EvalGraph(model)
     steps_per_epoch = -(-len(train_data[0]) // batch_size)
     for epoch in range(done_epochs + 1, epochs + 1):
@@ -108,21 +111,22 @@ def train(check_point, train_data, test_data, device, epochs, batch_size, learni
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}", leave=False, disable=not sys.stdout.isatty())
         for count, images, labels in bar:
             weights = (np.arange(batch_size) < count).astype(np.float32)
-            loss = graph(*(flow.tensor(a, device=device) for a in
+            loss = graph(*(lenet.to_tensor(a, device) for a in
                            (images, labels, weights, lenet.dropout_mask(rng, batch_size))))
             total_loss = total_loss + loss * count  # stays on the device: steps run asynchronously
             images_seen += count
             step += 1
             if step % log_interval == 0:
-                check_finite(loss.item(), epoch, step, learning_rate, model_dir)
-                bar.write(f"epoch {epoch} step {step} loss {loss.item():.4f}")
+                value = float(lenet.to_numpy(loss))
+                check_finite(value, epoch, step, learning_rate, model_dir)
+                bar.write(f"epoch {epoch} step {step} loss {value:.4f}")
             if stop is not None and stop.signum is not None:
                 bar.close()
                 raise Interrupted(stop.signum, epoch, step)
             if step == max_steps:
                 break
         bar.close()
-        mean_loss = float((total_loss / images_seen).item())
+        mean_loss = float(lenet.to_numpy(total_loss / images_seen))
         check_finite(mean_loss, epoch, step, learning_rate, model_dir)
         seconds = time.perf_counter() - start
         accuracy = evaluate(eval_graph, *test_data, batch_size, device)
@@ -138,6 +142,8 @@ def train(check_point, train_data, test_data, device, epochs, batch_size, learni
 
 def main(argv=None):
     args = parser.parse_args(argv)
+    if flow.env.get_rank() != 0:
+        sys.stdout = open(os.devnull, "w")  # under the launcher, the first process alone prints the log
     stop = StopRequest()
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -147,8 +153,7 @@ def main(argv=None):
         train_data, test_data, path, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
         if found:
             print(f"File mnist.npz already exist, path: {path}")
-        model = lenet.LeNet().to(device)
-        history = train(lenet.CheckPoint(model), train_data, test_data, device, args.epochs, args.batch_size,
+        history = train(lenet.CheckPoint(lenet.LeNet()), train_data, test_data, device, args.epochs, args.batch_size,
                         args.learning_rate, args.log_interval, args.seed, args.model_dir, args.resume,
                         args.max_steps, stop)
     except lenet.InputError as e:

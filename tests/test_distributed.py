@@ -1,0 +1,72 @@
+"""Data-parallel training with OneFlow's own launcher: 2 CPU processes, as on a machine without GPUs."""
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import numpy as np
+
+import lenet
+from conftest import ROOT, TRAIN_FLAGS, run_script
+
+
+def launch(script, *args, cwd, processes=2):
+    """Run script under `python -m oneflow.distributed.launch` with a free port; return the CompletedProcess."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(processes),
+               "--master_port", str(port), str(ROOT / script), *map(str, args)]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def weights(model_dir):
+    model = lenet.LeNet()
+    lenet.CheckPoint(model).load(model_dir)
+    return {name: p.numpy() for name, p in model.state_dict().items()}
+
+
+def test_one_step_in_two_processes_equals_one_step_in_one(data_dir):
+    flags = ["--max-steps", 1, "--batch-size", 50, "--seed", 3]
+    one = run_script("lenet_train.py", *flags, "--model-dir", "one", cwd=data_dir)
+    two = launch("lenet_train.py", *flags, "--model-dir", "two", cwd=data_dir)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    a, b = weights(data_dir / "one"), weights(data_dir / "two")
+    start = weights_at_init(3)
+    for name in a:
+        assert not np.array_equal(a[name], start[name]), name  # the step did change every tensor
+        # The same global batch, dropout masks and learning rate; only the order of float sums differs.
+        assert np.abs(a[name] - b[name]).max() < 1e-6, name
+
+
+def weights_at_init(seed):
+    model = lenet.LeNet()
+    lenet.CheckPoint(model).init(seed)
+    return {name: p.numpy() for name, p in model.state_dict().items()}
+
+
+def test_two_processes_train_a_model_that_one_process_evaluates(data_dir):
+    result = launch("lenet_train.py", *TRAIN_FLAGS, cwd=data_dir)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines.count("device cpu x 2 processes (data-parallel)") == 1  # after the launcher's own banner
+    assert lines.count("model saved to ./lenet_models_1") == 1  # the second process prints nothing
+    assert sorted(os.listdir(data_dir)) == ["lenet_models_1", "mnist.npz"]  # and writes nothing
+
+    single = run_script("lenet_eval.py", cwd=data_dir)
+    assert single.returncode == 0, single.stderr
+    accuracy = float(re.fullmatch(r"accuracy: ([\d.]+)%", single.stdout.splitlines()[-1])[1])
+    assert accuracy > 80  # the single-process threshold; observed 89.0% (one process: 89.5%)
+    assert f"test accuracy {accuracy:.1f}%" in lines[-2]
+
+    both = launch("lenet_eval.py", cwd=data_dir)
+    assert both.returncode == 0, both.stderr
+    assert both.stdout.splitlines()[-1] == single.stdout.splitlines()[-1]
+
+
+def test_a_batch_that_does_not_split_over_the_processes(data_dir):
+    result = launch("lenet_train.py", "--max-steps", 1, "--batch-size", 25, cwd=data_dir)
+    assert result.returncode != 0
+    assert "error: a batch of 25 does not split over 2 processes: use a --batch-size that is a multiple of 2" in result.stderr
+    assert "Traceback" not in result.stderr
