@@ -4,6 +4,8 @@
     python lenet_train.py --max-steps 20    # a seconds-long smoke run
 """
 import argparse
+import contextlib
+import json
 import sys
 import time
 
@@ -24,6 +26,7 @@ parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default
 parser.add_argument("--data-dir", default=".", help="folder of mnist.npz, downloaded there if missing (default: .)")
 parser.add_argument("--model-dir", default="./lenet_models_1", help="folder to save the model to, replacing it (default: ./lenet_models_1)")
 parser.add_argument("--max-steps", type=lenet.positive_int, default=None, help="stop after this many steps in all, for smoke runs (default: no limit)")
+parser.add_argument("--metrics", metavar="FILE", default=None, help="write each epoch's loss, test accuracy (%%) and images/s to this file, one JSON line per epoch, replacing it (default: none)")
 
 
 class TrainGraph(flow.nn.Graph):
@@ -42,8 +45,12 @@ class TrainGraph(flow.nn.Graph):
         return loss
 
 
-def train(model, train_data, test_data, device, epochs, batch_size, learning_rate, log_interval, seed, max_steps=None):
-    """Train model in place, printing the loss every log_interval steps and a line per epoch; return the per-epoch records."""
+def train(model, train_data, test_data, device, epochs, batch_size, learning_rate, log_interval, seed, max_steps=None,
+          metrics=None):
+    """Train model in place, printing the loss every log_interval steps and a line per epoch; return the per-epoch records.
+
+    Each record is also written to the text file metrics, if given, as one JSON line when its epoch ends.
+    """
     rng = np.random.default_rng(seed)
     graph, eval_graph = TrainGraph(model, learning_rate), EvalGraph(model)
     steps_per_epoch = -(-len(train_data[0]) // batch_size)
@@ -69,6 +76,8 @@ def train(model, train_data, test_data, device, epochs, batch_size, learning_rat
         accuracy = evaluate(eval_graph, *test_data, batch_size, device)
         history.append(dict(epoch=epoch, loss=mean_loss, accuracy=accuracy, images_per_second=images_seen / seconds))
         print(f"epoch {epoch} loss {mean_loss:.4f} test accuracy {accuracy:.1f}% images/s {images_seen / seconds:.0f}")
+        if metrics is not None:
+            print(json.dumps(history[-1]), file=metrics, flush=True)  # flushed: a crash keeps the epochs done
         if step == max_steps:
             break
     return history
@@ -86,8 +95,15 @@ def main(argv=None):
         model = lenet.LeNet().to(device)
         check_point = lenet.CheckPoint(model)
         check_point.init(args.seed)
-        train(model, train_data, test_data, device, args.epochs, args.batch_size, args.learning_rate,
-              args.log_interval, args.seed, args.max_steps)
+        metrics_file = contextlib.nullcontext()  # gives None: no metrics written
+        if args.metrics:
+            try:
+                metrics_file = open(args.metrics, "w")
+            except OSError as e:
+                raise lenet.InputError(f"cannot write {args.metrics} ({e.strerror or e})") from None
+        with metrics_file as metrics:
+            train(model, train_data, test_data, device, args.epochs, args.batch_size, args.learning_rate,
+                  args.log_interval, args.seed, args.max_steps, metrics)
         check_point.save(args.model_dir)
     except lenet.InputError as e:
         sys.exit(f"error: {e}")
