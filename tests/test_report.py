@@ -111,8 +111,8 @@ def test_errors_image_of_a_few_mistakes_is_one_short_row():
 
 
 def test_errors_image_without_mistakes_is_one_blank_tile():
-    labels, logits = made_up(20)
-    image = errors_image(np.zeros((20, 1, 28, 28), np.float32), logits.argmax(1), logits)
+    _, logits = made_up(20)
+    image = errors_image(np.zeros((20, 1, 28, 28), np.float32), logits.argmax(1), logits)  # every label right
     assert image.size == (TILE_WIDTH, TILE_HEIGHT) and filled_tiles(image) == 0
 
 
