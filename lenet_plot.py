@@ -14,7 +14,7 @@ import lenet
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("metrics", help="JSON lines of lenet_train.py --metrics: epoch, loss, accuracy (%%), images_per_second")
-parser.add_argument("out", help="PNG file to write, replacing it")
+parser.add_argument("out", help="PNG file to write, replacing it: 800x320 pixels, loss left, test accuracy right")
 
 PLOT_WIDTH, PLOT_HEIGHT = 800, 320  # pixels: two panels side by side, loss on the left, test accuracy on the right
 METRIC_KEYS = ("epoch", "loss", "accuracy", "images_per_second")
