@@ -4,6 +4,8 @@
     python lenet_train.py --max-steps 20    # a seconds-long smoke run
 """
 import argparse
+import contextlib
+import json
 import os
 import signal
 import sys
@@ -27,6 +29,7 @@ parser.add_argument("--data-dir", default=".", help="folder of mnist.npz, downlo
 parser.add_argument("--model-dir", default="./lenet_models_1", help="folder to save the model to after every epoch, replacing it (default: ./lenet_models_1)")
 parser.add_argument("--resume", action="store_true", help="continue the training saved in --model-dir (default: start afresh)")
 parser.add_argument("--max-steps", type=lenet.positive_int, default=None, help="stop after this many steps in all, for smoke runs (default: no limit)")
+parser.add_argument("--metrics", metavar="FILE", default=None, help="write each epoch's loss, test accuracy (%%) and images/s to this file, one JSON line per epoch, replacing it, or appended to with --resume (default: none)")
 
 
 class TrainGraph(flow.nn.Graph):
@@ -85,11 +88,12 @@ def resume_state(training_state, model_dir, **flags):
 
 
 def train(check_point, train_data, test_data, device, epochs, batch_size, learning_rate, log_interval, seed,
-          model_dir, resume=False, max_steps=None, stop=None):
+          model_dir, resume=False, max_steps=None, stop=None, metrics=None):
     """Train check_point.model, saving it with its training state to model_dir after every epoch; return per-epoch records.
 
     With resume, continue from the state in model_dir. `stop` (a StopRequest) ends training after the current
-    step by raising Interrupted.
+    step by raising Interrupted. Each record is also written to the text file metrics, if given, as one JSON
+    line when its epoch ends.
     """
     rng = np.random.default_rng(seed)  # shuffling and dropout; the same in every process
     flags = dict(batch_size=batch_size, learning_rate=learning_rate, seed=seed)
@@ -135,6 +139,8 @@ def train(check_point, train_data, test_data, device, epochs, batch_size, learni
                                          optimizer=optimizer.state_dict()) if complete else None)
         history.append(dict(epoch=epoch, loss=mean_loss, accuracy=accuracy, images_per_second=images_seen / seconds))
         print(f"epoch {epoch} loss {mean_loss:.4f} test accuracy {accuracy:.1f}% images/s {images_seen / seconds:.0f}")
+        if metrics is not None:
+            print(json.dumps(history[-1]), file=metrics, flush=True)  # flushed: a crash keeps the epochs done
         if step == max_steps:
             break
     return history
@@ -153,9 +159,16 @@ def main(argv=None):
         train_data, test_data, path, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
         if found:
             print(f"File mnist.npz already exist, path: {path}")
-        history = train(lenet.CheckPoint(lenet.LeNet()), train_data, test_data, device, args.epochs, args.batch_size,
-                        args.learning_rate, args.log_interval, args.seed, args.model_dir, args.resume,
-                        args.max_steps, stop)
+        metrics_file = contextlib.nullcontext()  # gives None: no metrics written
+        if args.metrics and flow.env.get_rank() == 0:
+            try:
+                metrics_file = open(args.metrics, "a" if args.resume else "w")
+            except OSError as e:
+                raise lenet.InputError(f"cannot write {args.metrics} ({e.strerror or e})") from None
+        with metrics_file as metrics:
+            history = train(lenet.CheckPoint(lenet.LeNet()), train_data, test_data, device, args.epochs,
+                            args.batch_size, args.learning_rate, args.log_interval, args.seed, args.model_dir,
+                            args.resume, args.max_steps, stop, metrics)
     except lenet.InputError as e:
         sys.exit(f"error: {e}")
     except Interrupted as e:
