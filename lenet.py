@@ -426,8 +426,9 @@ def ink_strength(gray, name="image"):
     low, high = np.percentile(gray, [1, 99])
     dark_ink = np.median(_border(gray)) > (low + high) / 2
     ink = _paper_surface(gray, dark_ink) - gray if dark_ink else gray - _paper_surface(gray, dark_ink)
-    noise = 1.4826 * np.median(np.abs(ink - np.median(ink)))  # the paper's standard deviation, robustly
     threshold = _otsu(ink)
+    paper = ink[ink <= threshold]
+    noise = 1.4826 * np.median(np.abs(paper - np.median(paper)))  # the paper's standard deviation, robustly
     level = np.median(ink[ink > threshold]) if (ink > threshold).any() else 0.0  # the strokes' usual strength
     if level < max(MIN_CONTRAST, 6 * noise):
         raise InputError(f"{name}: no digit found (the image is blank: ink and paper differ by {level:.0f} "
@@ -438,18 +439,16 @@ def ink_strength(gray, name="image"):
 
 
 def _paper_surface(gray, dark_ink):
-    """float32 (H, W): a quadratic surface fitted to gray where there is paper, refitted without the ink 4 times."""
+    """float32 (H, W): a quadratic surface fitted to gray where there is paper, refitted without the ink up to 4 times."""
     height, width = gray.shape
     small_size = (min(width, 64), min(height, 64))
     small = np.asarray(Image.fromarray(gray).resize(small_size, Image.Resampling.BOX), dtype=np.float64).ravel()
 
-    def terms(h, w):  # the quadratic's 6 terms on a grid of h x w points spanning [-1, 1]^2, (6, h, w)
-        y, x = np.meshgrid(np.linspace(-1, 1, h), np.linspace(-1, 1, w), indexing="ij")
-        return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y])
-
-    basis = terms(small_size[1], small_size[0]).reshape(6, -1).T  # (h * w, 6)
+    y, x = np.meshgrid(np.linspace(-1, 1, small_size[1]), np.linspace(-1, 1, small_size[0]), indexing="ij")
+    basis = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1).reshape(-1, 6)  # the quadratic's terms
     coefficients = np.array([np.median(_border(gray)), 0, 0, 0, 0, 0])  # flat paper, if too few pixels to fit
-    paper = np.ones(len(small), bool)
+    # Start from the pixels on the paper's side of Otsu's threshold, which holds for an even tone.
+    paper = small > _otsu(small) if dark_ink else small <= _otsu(small)
     for _ in range(4):
         if paper.sum() < 24:
             break
@@ -457,7 +456,8 @@ def _paper_surface(gray, dark_ink):
         ink = (basis @ coefficients - small) * (1 if dark_ink else -1)
         spread = 1.4826 * np.median(np.abs(ink[paper])) + 1.0
         paper = ink < 3 * spread
-    return np.tensordot(coefficients, terms(height, width), axes=1).astype(np.float32)
+    c, y, x = coefficients, np.linspace(-1, 1, height)[:, None], np.linspace(-1, 1, width)[None, :]
+    return (c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * x * y + c[5] * y * y).astype(np.float32)
 
 
 def _otsu(values):
