@@ -441,7 +441,7 @@ def ink_strength(gray, name="image"):
 def _paper_surface(gray, dark_ink):
     """float32 (H, W): a quadratic surface fitted to gray where there is paper, refitted without the ink up to 4 times."""
     height, width = gray.shape
-    small_size = (min(width, 64), min(height, 64))
+    small_size = (min(width, 32), min(height, 32))  # enough points for 6 coefficients
     small = np.asarray(Image.fromarray(gray).resize(small_size, Image.Resampling.BOX), dtype=np.float64).ravel()
 
     y, x = np.meshgrid(np.linspace(-1, 1, small_size[1]), np.linspace(-1, 1, small_size[0]), indexing="ij")

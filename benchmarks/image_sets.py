@@ -44,7 +44,7 @@ def _page(ink, rng):
     top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
     placed = np.zeros((height, width), np.float32)
     placed[top:top + h, left:left + w] = ink
-    y, x = np.mgrid[0:1:height * 1j, 0:1:width * 1j]
+    y, x = np.linspace(0, 1, height, dtype=np.float32)[:, None], np.linspace(0, 1, width, dtype=np.float32)[None, :]
     angle = rng.uniform(0, 2 * np.pi)
     ramp = (np.cos(angle) * x + np.sin(angle) * y + 1.5) / 3  # in [0.1, 0.9] or so
     bright = rng.uniform(200, 240) / 255
@@ -66,11 +66,11 @@ def make_image(kind, digit, rng):
         alpha = np.round(255 * placed).astype(np.uint8)
         return Image.fromarray(np.dstack([np.zeros_like(alpha)] * 3 + [alpha]), "RGBA")
     paper, placed = _page(ink, rng)
-    noise = rng.normal(0, 4 / 255, paper.shape)
+    noise = rng.normal(0, 4 / 255, paper.shape).astype(np.float32)
     if kind == "page":
         gray = paper * (1 - 0.85 * placed) + noise  # ink takes away 85% of the light
         return Image.fromarray(np.round(255 * np.clip(gray, 0, 1)).astype(np.uint8))
-    tint, pen = np.array([1.0, 0.97, 0.88]), np.array([0.15, 0.2, 0.6])  # cream paper, blue ballpoint
+    tint, pen = np.float32([1.0, 0.97, 0.88]), np.float32([0.15, 0.2, 0.6])  # cream paper, blue ballpoint
     rgb = paper[..., None] * tint * (1 - placed[..., None] * (1 - pen)) + noise[..., None]
     image = Image.fromarray(np.round(255 * np.clip(rgb, 0, 1)).astype(np.uint8), "RGB")
     assert kind in ("rgb", "jpeg"), kind
@@ -130,7 +130,7 @@ def write_set(kind, digits, labels, folder, rng):
     paths = []
     for i, (image, _) in enumerate(pairs):
         path = folder / f"{i:05d}{suffix}"
-        image.save(path, quality=70) if kind == "jpeg" else image.save(path)
+        image.save(path, quality=70) if kind == "jpeg" else image.save(path, compress_level=1)  # fast, not small
         paths.append(path)
     return paths, np.array([label for _, label in pairs])
 
