@@ -420,12 +420,15 @@ def ink_strength(gray, name="image"):
     """Return float32 (H, W) in [0, 1]: how much ink each pixel of gray (H, W) levels 0-255 holds, 0 being paper.
 
     The paper is the border's level; it is darker than the ink's (light on dark) if the border is below the middle
-    of the image's range. Its tone may vary across the page: a smooth surface fitted to the paper is subtracted.
+    of the image's range. Its tone may vary across the page: a smooth surface is fitted to the paper.
     Ink is what stands above the paper by Otsu's threshold and well above the paper's noise (JPEG, grain).
     """
     low, high = np.percentile(gray, [1, 99])
     dark_ink = np.median(_border(gray)) > (low + high) / 2
-    ink = _paper_surface(gray, dark_ink) - gray if dark_ink else gray - _paper_surface(gray, dark_ink)
+    paper = _paper_surface(gray, dark_ink)
+    # Dark ink takes away a share of the light the paper reflects, so under uneven light it is measured as that
+    # share (in grey levels of white paper); light ink (chalk, screens) adds light.
+    ink = 255 * (paper - gray) / np.maximum(paper, 1) if dark_ink else gray - paper
     threshold = _otsu(ink)
     paper = ink[ink <= threshold]
     noise = 1.4826 * np.median(np.abs(paper - np.median(paper)))  # the paper's standard deviation, robustly
