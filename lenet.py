@@ -395,16 +395,29 @@ def mnist_like(gray, name="image"):
         if gray.max() < MIN_CONTRAST:
             raise InputError(f"{name}: no digit found (the image is blank)")
         return gray / 255.0
-    ink = ink_strength(gray, name)  # (H, W) in [0, 1], 0 is paper
-    # Crop to the ink, then scale the longer side to 20 pixels keeping the aspect ratio.
+    return centre_in_frame(scale_to_20(crop_to_ink(ink_strength(gray, name))), name)
+
+
+def crop_to_ink(ink):
+    """The smallest box of ink (H, W) in [0, 1] holding every pixel of at least half strength."""
     rows, cols = np.flatnonzero(ink.max(axis=1) >= 0.5), np.flatnonzero(ink.max(axis=0) >= 0.5)
-    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+def scale_to_20(ink):
+    """ink (H, W) in [0, 1] scaled, anti-aliased, so that its longer side is 20 pixels, keeping the aspect ratio."""
     height, width = ink.shape
     scale = 20 / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     digit = np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
-    digit = np.clip(digit, 0, 1)  # Lanczos overshoots at sharp edges
-    # Place in 28x28 with the centre of mass on pixel (14, 14), as measured on MNIST, whole pixels only.
+    return np.clip(digit, 0, 1)  # Lanczos overshoots at sharp edges
+
+
+def centre_in_frame(digit, name="image"):
+    """float32 (28, 28): digit (h, w) of at most 20x20 placed with its centre of mass on pixel (14, 14), as MNIST's.
+
+    (14, 14) is where the centres of mass of MNIST's digits lie, by whole-pixel shifts.
+    """
     mass = digit.sum()
     if mass <= 0:
         raise InputError(f"{name}: no digit found (the ink vanished when scaled to 20 pixels)")
@@ -420,11 +433,10 @@ def ink_strength(gray, name="image"):
     """Return float32 (H, W) in [0, 1]: how much ink each pixel of gray (H, W) levels 0-255 holds, 0 being paper.
 
     The paper is the border's level; it is darker than the ink's (light on dark) if the border is below the middle
-    of the image's range. Its tone may vary across the page: a smooth surface is fitted to the paper.
+    of the image's range of levels. Its tone may vary across the page: a smooth surface is fitted to the paper.
     Ink is what stands above the paper by Otsu's threshold and well above the paper's noise (JPEG, grain).
     """
-    low, high = np.percentile(gray, [1, 99])
-    dark_ink = np.median(_border(gray)) > (low + high) / 2
+    dark_ink = np.median(_border(gray)) > (gray.min() + gray.max()) / 2  # ink may be 0.1% of the pixels
     paper = _paper_surface(gray, dark_ink)
     # Dark ink takes away a share of the light the paper reflects, so under uneven light it is measured as that
     # share (in grey levels of white paper); light ink (chalk, screens) adds light.

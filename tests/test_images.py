@@ -165,28 +165,33 @@ def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path, side):
 # ---------------------------------------------------------------------------------------------
 # Accuracy on user-like images, with the model trained on the fixture
 
+@pytest.fixture(scope="module")
+def accuracies(model, image_sets):
+    """{kind: percent of its files read as their label}, through lenet_test.py's functions in one graph."""
+    images, labels = [], []
+    for kind, (paths, kind_labels) in image_sets.items():
+        kind_images, _, errors = lenet_test.load_images(paths)
+        assert not errors
+        images.append(kind_images)
+        labels.append(kind_labels)
+    correct = lenet_test.classify(model, np.concatenate(images), 100, CPU).argmax(axis=1) == np.concatenate(labels)
+    ends = np.cumsum([len(kind_labels) for kind_labels in labels])
+    return {kind: 100.0 * float(np.mean(part)) for kind, part in zip(image_sets, np.split(correct, ends[:-1]))}
+
+
 # Observed with the fixture model (87.5% on MNIST): mnist-png 87.5, inverted 88.0, scaled 89.5, page 89.0,
-# rgb 89.0, rgba 89.0, jpeg 90.0, drawn 85.6 (77 of 90).
-@pytest.mark.parametrize("kind", [kind for kind in KINDS if kind != "drawn"])
-def test_accuracy_on_each_kind_of_image_is_close_to_mnist(model, image_sets, kind):
-    paths, labels = image_sets[kind]
-    accuracy = benchmark_accuracy(model, paths, labels)
-    mnist_accuracy = benchmark_accuracy(model, *image_sets["mnist-png"])
-    assert accuracy > 82 and accuracy > mnist_accuracy - 4
+# rgb 89.0, rgba 89.0, jpeg 89.5.
+@pytest.mark.parametrize("kind", [kind for kind in KINDS if kind not in ("mnist-png", "drawn")])
+def test_accuracy_on_each_kind_of_image_is_close_to_mnist(accuracies, kind):
+    assert accuracies["mnist-png"] > 80  # observed 87.5%, what lenet_eval.py measures (the images are the same)
+    assert accuracies[kind] > 83 and accuracies[kind] > accuracies["mnist-png"] - 4
 
 
-def test_accuracy_on_digits_drawn_with_pillow(model, image_sets):
-    assert benchmark_accuracy(model, *image_sets["drawn"]) > 75  # observed 85.6% (77 of 90)
+def test_accuracy_on_digits_drawn_with_pillow(accuracies):
+    assert accuracies["drawn"] > 75  # observed 85.6% (77 of 90)
 
 
-def benchmark_accuracy(model, paths, labels):
-    """Percent of the files read as their label, through lenet_test.py's functions."""
-    images, _, errors = lenet_test.load_images(paths)
-    assert not errors
-    return 100.0 * np.mean(lenet_test.classify(model, images, 100, CPU).argmax(axis=1) == labels)
-
-
-def test_a_thousand_images_take_ten_graph_runs(model, monkeypatch):
+def test_one_graph_run_per_batch(model, monkeypatch):
     runs = []
 
     class CountingGraph(EvalGraph):
@@ -195,10 +200,10 @@ def test_a_thousand_images_take_ten_graph_runs(model, monkeypatch):
             return super().__call__(images)
 
     monkeypatch.setattr(lenet_test, "EvalGraph", CountingGraph)
-    images = fixture_arrays()["x_train"][:, None].astype(np.float32) / 255  # (1000, 1, 28, 28)
+    images = fixture_arrays()["x_train"][:250, None].astype(np.float32) / 255  # (250, 1, 28, 28)
     probabilities = lenet_test.classify(model, images, 100, CPU)
-    assert runs == [100] * 10
-    assert probabilities.shape == (1000, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert runs == [100] * 3  # the last one padded; 1,000 images would take 10
+    assert probabilities.shape == (250, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     logits = predict(EvalGraph(model), images, 100, CPU)
     assert np.array_equal(probabilities.argmax(axis=1), logits.argmax(axis=1))
 
