@@ -395,13 +395,41 @@ def mnist_like(gray, name="image"):
         if gray.max() < MIN_CONTRAST:
             raise InputError(f"{name}: no digit found (the image is blank)")
         return gray / 255.0
-    return centre_in_frame(scale_to_20(crop_to_ink(ink_strength(gray, name))), name)
+    return centre_in_frame(scale_to_20(thicken_thin_strokes(crop_to_ink(ink_strength(gray, name)))), name)
 
 
 def crop_to_ink(ink):
     """The smallest box of ink (H, W) in [0, 1] holding every pixel of at least half strength."""
     rows, cols = np.flatnonzero(ink.max(axis=1) >= 0.5), np.flatnonzero(ink.max(axis=0) >= 0.5)
     return ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+
+MNIST_STROKE = 2.2  # pixels: the median stroke width of MNIST's digits (20 pixels tall), as 2 * area / boundary
+THIN_STROKE = 1.5  # pixels at that scale: thinner strokes (a fine pen on a big digit) are widened to MNIST_STROKE
+
+
+def thicken_thin_strokes(ink):
+    """ink (H, W) cropped to the digit, with strokes that would be thinner than THIN_STROKE at 20 pixels widened.
+
+    Scaled down, a 1-pixel line on a 400-pixel digit would be a faint 0.05-pixel trace; MNIST's strokes are
+    about 2 pixels wide. The ink grows by a square max filter, and the box by as much on each side.
+    """
+    mask = ink >= 0.5
+    boundary = mask & _max_filter(~mask, 3)  # ink pixels next to paper
+    width = 2 * mask.sum() / max(1, boundary.sum())  # a stroke's area over half its outline, in pixels
+    scale = 20 / max(ink.shape)
+    grow = int(round(MNIST_STROKE / scale - width)) // 2  # pixels to add on each side of a stroke
+    if width * scale >= THIN_STROKE or grow < 1:
+        return ink
+    return _max_filter(np.pad(ink, grow), 2 * grow + 1)
+
+
+def _max_filter(values, size):
+    """The maximum over a size x size square (size odd) around each pixel of values (H, W); the edge is padded."""
+    half = size // 2
+    padded = np.pad(values, half, mode="edge")
+    rows = np.lib.stride_tricks.sliding_window_view(padded, size, axis=0).max(axis=-1)  # (H, W + 2 * half)
+    return np.lib.stride_tricks.sliding_window_view(rows, size, axis=1).max(axis=-1)
 
 
 def scale_to_20(ink):

@@ -26,7 +26,7 @@ KINDS = {
     "rgb": "as page, blue ink on cream paper, RGB PNG",
     "rgba": "scaled 4-10x, off-centre, black ink on transparent paper, RGBA PNG",
     "jpeg": "as rgb, JPEG quality 70",
-    "drawn": "digits drawn with Pillow lines and arcs, 3 pen widths, 3 sizes, jittered",
+    "drawn": "digits drawn with Pillow lines and arcs, 40-400 px tall, pen 1.5-14% of that, jittered, grey PNG",
 }
 
 
@@ -113,9 +113,9 @@ def drawn_digit(label, size, pen, rng):
 
 
 def drawn_set(rng, repeats=1):
-    """[(image, label)]: each digit at 3 sizes (40, 120, 400 px) and 3 pen widths (4%, 8%, 14% of the size)."""
-    return [(drawn_digit(label, size, pen, rng), label)
-            for _ in range(repeats) for label in range(10) for size in (40, 120, 400) for pen in (0.04, 0.08, 0.14)]
+    """[(image, label)]: each digit at 3 sizes (40, 120, 400 px) and 4 pen widths (1.5%, 4%, 8%, 14% of the size)."""
+    return [(drawn_digit(label, size, pen, rng), label) for _ in range(repeats) for label in range(10)
+            for size in (40, 120, 400) for pen in (0.015, 0.04, 0.08, 0.14)]
 
 
 def write_set(kind, digits, labels, folder, rng):
