@@ -17,7 +17,7 @@ from PIL import Image
 
 import lenet
 import lenet_test
-from benchmarks.image_sets import KINDS, drawn_set, make_image, write_set
+from benchmarks.image_sets import KINDS, drawn_digit, drawn_set, make_image, write_set
 from conftest import fixture_arrays, run_script
 from lenet_eval import EvalGraph, predict
 
@@ -344,3 +344,12 @@ def test_fuzz_pixel_arrays(height, width, seed, kind):
         assert str(e).startswith("image: no digit found")
         return
     assert image.shape == (28, 28) and np.isfinite(image).all() and 0 <= image.min() <= image.max() <= 1
+
+
+def test_a_fine_pen_on_a_big_digit_gets_strokes_as_wide_as_mnist():
+    rng = np.random.default_rng(5)
+    fine, medium = (lenet.mnist_like(np.asarray(drawn_digit(4, 400, pen, rng), np.float32)) for pen in (0.005, 0.1))
+    # A 2-pixel line on a 400-pixel digit would be 0.1 pixel wide at 20 pixels: nothing left at half strength.
+    assert fine.max() == 1 and 0.6 < (fine >= 0.5).sum() / (medium >= 0.5).sum() < 1.6  # observed 97 / 78 = 1.24
+    ink = lenet.crop_to_ink(lenet.ink_strength(np.asarray(drawn_digit(4, 400, 0.005, rng), np.float32)))
+    assert (lenet.scale_to_20(ink) >= 0.5).sum() == 0  # unwidened, the line fades (observed 0 pixels)
