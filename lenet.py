@@ -368,6 +368,8 @@ def _gray(image):
         gray = np.asarray(image, dtype=np.float32)
         if image.mode == "I" and gray.max() > 255:
             gray = gray / 257  # 16-bit levels 0-65535
+        elif image.mode == "F" and gray.max() <= 1:
+            gray = gray * 255  # levels 0-1
         return np.clip(gray, 0, 255)
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         image = image.convert("RGBA")
@@ -396,6 +398,66 @@ def mnist_like(gray, name="image"):
             raise InputError(f"{name}: no digit found (the image is blank)")
         return gray / 255.0
     return centre_in_frame(scale_to_20(thicken_thin_strokes(crop_to_ink(ink_strength(gray, name)))), name)
+
+
+def ink_strength(gray, name="image"):
+    """Return float32 (H, W) in [0, 1]: how much ink each pixel of gray (H, W) levels 0-255 holds, 0 being paper.
+
+    The paper is the border's level; it is darker than the ink's (light on dark) if the border is below the middle
+    of the image's range of levels. Its tone may vary across the page: a smooth surface is fitted to the paper.
+    Ink is what stands above the paper by Otsu's threshold and well above the paper's noise (JPEG, grain).
+    """
+    dark_ink = np.median(_border(gray)) > (gray.min() + gray.max()) / 2  # ink may be 0.1% of the pixels
+    surface = _paper_surface(gray, dark_ink)
+    # Dark ink takes away a share of the light the paper reflects, so under uneven light it is measured as that
+    # share (in grey levels of white paper); light ink (chalk, screens) adds light.
+    ink = 255 * (surface - gray) / np.maximum(surface, 1) if dark_ink else gray - surface
+    threshold = _otsu(ink)
+    paper = ink[ink <= threshold] if (ink <= threshold).any() else np.zeros(1)
+    noise = 1.4826 * np.median(np.abs(paper - np.median(paper)))  # the paper's standard deviation, robustly
+    level = np.median(ink[ink > threshold]) if (ink > threshold).any() else 0.0  # the strokes' usual strength
+    if level < max(MIN_CONTRAST, 6 * noise):
+        raise InputError(f"{name}: no digit found (the image is blank: ink and paper differ by {level:.0f} "
+                         f"grey levels, noise {noise:.0f})")
+    # Ramp from just above the noise to the strokes' level: anti-aliased edges stay grey, strokes become 1.
+    floor = max(3 * noise, 0.2 * level)
+    return np.clip((ink - floor) / (level - floor), 0, 1).astype(np.float32)
+
+
+def _paper_surface(gray, dark_ink):
+    """float32 (H, W): a quadratic surface fitted to gray where there is paper, refitted without the ink up to 4 times."""
+    height, width = gray.shape
+    small_size = (min(width, 32), min(height, 32))  # enough points for 6 coefficients
+    small = np.asarray(Image.fromarray(gray).resize(small_size, Image.Resampling.BOX), dtype=np.float64).ravel()
+
+    y, x = np.meshgrid(np.linspace(-1, 1, small_size[1]), np.linspace(-1, 1, small_size[0]), indexing="ij")
+    basis = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1).reshape(-1, 6)  # the quadratic's terms
+    coefficients = np.array([np.median(_border(gray)), 0, 0, 0, 0, 0])  # flat paper, if too few pixels to fit
+    # Start from the pixels on the paper's side of Otsu's threshold, which holds for an even tone.
+    paper = small > _otsu(small) if dark_ink else small <= _otsu(small)
+    for _ in range(4):
+        if paper.sum() < 24:
+            break
+        coefficients = np.linalg.lstsq(basis[paper], small[paper], rcond=None)[0]
+        ink = (basis @ coefficients - small) * (1 if dark_ink else -1)
+        spread = 1.4826 * np.median(np.abs(ink[paper])) + 1.0
+        paper = ink < 3 * spread
+    c, y, x = coefficients, np.linspace(-1, 1, height)[:, None], np.linspace(-1, 1, width)[None, :]
+    return (c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * x * y + c[5] * y * y).astype(np.float32)
+
+
+def _otsu(values):
+    """Otsu's threshold of values in grey levels: the cut that best splits their 256-bin histogram in two."""
+    counts, edges = np.histogram(np.clip(values, 0, 255), bins=256, range=(0, 256))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(counts)
+    mean = np.cumsum(counts * centres)
+    below, above = weight[:-1], weight[-1] - weight[:-1]  # pixels at or below each cut, and above it
+    valid = (below > 0) & (above > 0)
+    if not valid.any():
+        return 0.0  # a single level: nothing to split
+    between = np.where(valid, (mean[-1] * below - mean[:-1] * weight[-1]) ** 2 / np.where(valid, below * above, 1), -1)
+    return float(edges[1:][int(np.argmax(between))])
 
 
 def crop_to_ink(ink):
@@ -455,63 +517,3 @@ def centre_in_frame(digit, name="image"):
     frame = np.zeros((28, 28), np.float32)
     frame[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
     return frame
-
-
-def ink_strength(gray, name="image"):
-    """Return float32 (H, W) in [0, 1]: how much ink each pixel of gray (H, W) levels 0-255 holds, 0 being paper.
-
-    The paper is the border's level; it is darker than the ink's (light on dark) if the border is below the middle
-    of the image's range of levels. Its tone may vary across the page: a smooth surface is fitted to the paper.
-    Ink is what stands above the paper by Otsu's threshold and well above the paper's noise (JPEG, grain).
-    """
-    dark_ink = np.median(_border(gray)) > (gray.min() + gray.max()) / 2  # ink may be 0.1% of the pixels
-    paper = _paper_surface(gray, dark_ink)
-    # Dark ink takes away a share of the light the paper reflects, so under uneven light it is measured as that
-    # share (in grey levels of white paper); light ink (chalk, screens) adds light.
-    ink = 255 * (paper - gray) / np.maximum(paper, 1) if dark_ink else gray - paper
-    threshold = _otsu(ink)
-    paper = ink[ink <= threshold]
-    noise = 1.4826 * np.median(np.abs(paper - np.median(paper)))  # the paper's standard deviation, robustly
-    level = np.median(ink[ink > threshold]) if (ink > threshold).any() else 0.0  # the strokes' usual strength
-    if level < max(MIN_CONTRAST, 6 * noise):
-        raise InputError(f"{name}: no digit found (the image is blank: ink and paper differ by {level:.0f} "
-                         f"grey levels, noise {noise:.0f})")
-    # Ramp from just above the noise to the strokes' level: anti-aliased edges stay grey, strokes become 1.
-    floor = max(3 * noise, 0.2 * level)
-    return np.clip((ink - floor) / (level - floor), 0, 1).astype(np.float32)
-
-
-def _paper_surface(gray, dark_ink):
-    """float32 (H, W): a quadratic surface fitted to gray where there is paper, refitted without the ink up to 4 times."""
-    height, width = gray.shape
-    small_size = (min(width, 32), min(height, 32))  # enough points for 6 coefficients
-    small = np.asarray(Image.fromarray(gray).resize(small_size, Image.Resampling.BOX), dtype=np.float64).ravel()
-
-    y, x = np.meshgrid(np.linspace(-1, 1, small_size[1]), np.linspace(-1, 1, small_size[0]), indexing="ij")
-    basis = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1).reshape(-1, 6)  # the quadratic's terms
-    coefficients = np.array([np.median(_border(gray)), 0, 0, 0, 0, 0])  # flat paper, if too few pixels to fit
-    # Start from the pixels on the paper's side of Otsu's threshold, which holds for an even tone.
-    paper = small > _otsu(small) if dark_ink else small <= _otsu(small)
-    for _ in range(4):
-        if paper.sum() < 24:
-            break
-        coefficients = np.linalg.lstsq(basis[paper], small[paper], rcond=None)[0]
-        ink = (basis @ coefficients - small) * (1 if dark_ink else -1)
-        spread = 1.4826 * np.median(np.abs(ink[paper])) + 1.0
-        paper = ink < 3 * spread
-    c, y, x = coefficients, np.linspace(-1, 1, height)[:, None], np.linspace(-1, 1, width)[None, :]
-    return (c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * x * y + c[5] * y * y).astype(np.float32)
-
-
-def _otsu(values):
-    """Otsu's threshold of values in grey levels: the cut that best splits their 256-bin histogram in two."""
-    counts, edges = np.histogram(np.clip(values, 0, 255), bins=256, range=(0, 256))
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight = np.cumsum(counts)
-    mean = np.cumsum(counts * centres)
-    below, above = weight[:-1], weight[-1] - weight[:-1]  # pixels at or below each cut, and above it
-    valid = (below > 0) & (above > 0)
-    if not valid.any():
-        return 0.0  # a single level: nothing to split
-    between = np.where(valid, (mean[-1] * below - mean[:-1] * weight[-1]) ** 2 / np.where(valid, below * above, 1), -1)
-    return float(edges[1:][int(np.argmax(between))])
