@@ -476,22 +476,22 @@ def thicken_thin_strokes(ink):
     Scaled down, a 1-pixel line on a 400-pixel digit would be a faint 0.05-pixel trace; MNIST's strokes are
     about 2 pixels wide. The ink grows by a square max filter, and the box by as much on each side.
     """
-    mask = ink >= 0.5
-    boundary = mask & _max_filter(~mask, 3)  # ink pixels next to paper
+    mask = _square_filter(ink, 3, np.mean) >= 0.5  # averaged over 3x3 first, so that dithered edges are smooth
+    boundary = mask & _square_filter(~mask, 3, np.max)  # ink pixels next to paper
     width = 2 * mask.sum() / max(1, boundary.sum())  # a stroke's area over half its outline, in pixels
     scale = 20 / max(ink.shape)
     grow = int(round(MNIST_STROKE / scale - width)) // 2  # pixels to add on each side of a stroke
     if width * scale >= THIN_STROKE or grow < 1:
         return ink
-    return _max_filter(np.pad(ink, grow), 2 * grow + 1)
+    return _square_filter(np.pad(ink, grow), 2 * grow + 1, np.max)
 
 
-def _max_filter(values, size):
-    """The maximum over a size x size square (size odd) around each pixel of values (H, W); the edge is padded."""
+def _square_filter(values, size, reduce):
+    """reduce (np.max, np.mean) over a size x size square (size odd) around each pixel of values (H, W), edge padded."""
     half = size // 2
     padded = np.pad(values, half, mode="edge")
-    rows = np.lib.stride_tricks.sliding_window_view(padded, size, axis=0).max(axis=-1)  # (H, W + 2 * half)
-    return np.lib.stride_tricks.sliding_window_view(rows, size, axis=1).max(axis=-1)
+    rows = reduce(np.lib.stride_tricks.sliding_window_view(padded, size, axis=0), axis=-1)  # (H, W + 2 * half)
+    return reduce(np.lib.stride_tricks.sliding_window_view(rows, size, axis=1), axis=-1)
 
 
 def scale_to_20(ink):

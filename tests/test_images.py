@@ -121,8 +121,8 @@ def test_every_mode_and_format_reads_alike(tmp_path, mode, suffix):
     path = tmp_path / f"digit{suffix}"
     image.save(path, lossless=True) if suffix == ".webp" else image.save(path)
     expected = lenet.mnist_like(gray.astype(np.float32))
-    # Mode 1 has no grey edges and GIF 256 colours; JPEG blurs a little.
-    assert difference(lenet.load_image(path)[0], expected) < (0.05 if mode == "1" else 0.02)
+    # Mode 1 is dithered (Pillow's default), GIF has 256 colours, JPEG blurs a little.
+    assert difference(lenet.load_image(path)[0], expected) < (0.07 if mode == "1" else 0.02)  # observed 0.043, 0.005
 
 
 def test_transparent_paper_is_white(tmp_path):
