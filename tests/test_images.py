@@ -353,3 +353,8 @@ def test_a_fine_pen_on_a_big_digit_gets_strokes_as_wide_as_mnist():
     assert fine.max() == 1 and 0.6 < (fine >= 0.5).sum() / (medium >= 0.5).sum() < 1.6  # observed 97 / 78 = 1.24
     ink = lenet.crop_to_ink(lenet.ink_strength(np.asarray(drawn_digit(4, 400, 0.005, rng), np.float32)))
     assert (lenet.scale_to_20(ink) >= 0.5).sum() == 0  # unwidened, the line fades (observed 0 pixels)
+
+
+def test_top_k_is_at_most_ten(tmp_path):
+    result = run_script("lenet_test.py", "digit.png", "--top-k", 11, cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.splitlines()[-1].endswith("--top-k: at most 10 digits, not 11")
