@@ -358,3 +358,12 @@ def test_a_fine_pen_on_a_big_digit_gets_strokes_as_wide_as_mnist():
 def test_top_k_is_at_most_ten(tmp_path):
     result = run_script("lenet_test.py", "digit.png", "--top-k", 11, cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.splitlines()[-1].endswith("--top-k: at most 10 digits, not 11")
+
+
+def test_a_photo_taken_sideways_is_turned_upright(tmp_path):
+    upright = Image.fromarray(scaled_digit(factor=4))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the stored pixels need turning 90 degrees clockwise
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.png", exif=exif)
+    expected = lenet.mnist_like(np.asarray(upright, np.float32))
+    assert difference(lenet.load_image(tmp_path / "sideways.png")[0], expected) < 1e-6  # 0.19 if left sideways
