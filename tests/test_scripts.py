@@ -56,7 +56,7 @@ def test_predicts_a_png_as_evaluation_does(trained, tmp_path):
         Image.fromarray(raw["x_test"][i]).save(tmp_path / f"{i}.png")
         result = run_script("lenet_test.py", tmp_path / f"{i}.png", cwd=folder)
         assert result.returncode == 0, result.stderr
-        predictions.append(int(re.fullmatch(r"prediction: (\d)", result.stdout.splitlines()[-1])[1]))
+        predictions.append(int(re.fullmatch(r"prediction: (\d) \(probability [\d.]+\)", result.stdout.splitlines()[-1])[1]))
     assert predictions == expected.tolist()
     assert np.mean(np.array(predictions) == np.arange(10)) >= 0.7  # observed 10 of 10
 
