@@ -159,7 +159,7 @@ def main():
     except (lenet.InputError, OSError) as e:
         sys.exit(f"error: {e}")
     rng = np.random.default_rng(args.seed)
-    print(f"| kind | images | accuracy |\n| --- | --- | --- |")
+    print("| kind | images | accuracy |\n| --- | --- | --- |")
     with tempfile.TemporaryDirectory() as folder:
         for kind in KINDS:
             paths, kind_labels = write_set(kind, digits, labels, folder, rng)
