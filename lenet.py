@@ -327,6 +327,13 @@ class CheckPoint:
             raise InputError(f"cannot load the model at {path} ({message})") from None
 
 
+def load_model(model_dir, device):
+    """Return the LeNet saved in model_dir, placed on device (a flow.device or, under the launcher, a placement)."""
+    model = LeNet()
+    CheckPoint(model).load(model_dir)
+    return place(model, device)
+
+
 def _read_meta(meta):
     """Return (shape, oneflow dtype) from a variable's `meta` file, written by flow.save and the tutorial's OneFlow."""
     info = text_format.Parse(meta.read_text(), variable_meta_info_pb.VariableMetaInfo())

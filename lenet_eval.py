@@ -166,9 +166,7 @@ def main(argv=None):
     try:
         device, description = lenet.choose_device(args.device)
         print(f"device {description}")
-        model = lenet.LeNet()
-        lenet.CheckPoint(model).load(args.model_dir)
-        model = lenet.place(model, device)
+        model = lenet.load_model(args.model_dir, device)
         _, (test_images, test_labels), path, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
         if found:
             print(f"File mnist.npz already exist, path: {path}")

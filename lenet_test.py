@@ -82,9 +82,7 @@ def main(argv=None):
     try:
         device, description = lenet.choose_device(args.device)
         print(f"device {description}")
-        model = lenet.LeNet()
-        lenet.CheckPoint(model).load(args.model_dir)
-        model = lenet.place(model, device)
+        model = lenet.load_model(args.model_dir, device)
         images, paths, errors = load_images(args.image)
         for _, message in errors:
             print(f"error: {message}", file=sys.stderr)

@@ -12,6 +12,7 @@ FIXTURE = Path(__file__).resolve().parent / "data" / "mnist.npz"
 # 6 epochs of 20 steps: accuracy still swings by several points from epoch to epoch before the fifth.
 TRAIN_FLAGS = ["--epochs", 6, "--batch-size", 50]
 sys.path.insert(0, str(ROOT))
+import lenet  # noqa: E402  (from ROOT)
 
 
 def run_script(script, *args, cwd):
@@ -43,3 +44,24 @@ def fixture_arrays():
     """The fixture's arrays as stored: uint8 images, uint8 labels."""
     with np.load(FIXTURE) as npz:
         return {key: npz[key] for key in npz.files}
+
+
+IMAGES = np.random.default_rng(0).random((8, 1, 28, 28)).astype(np.float32)  # inputs for comparing models
+
+
+def initialised(seed):
+    """A LeNet with fresh weights from seed."""
+    model = lenet.LeNet()
+    lenet.CheckPoint(model).init(seed)
+    return model
+
+
+def logits(model):
+    """The model's logits (8, 10) of IMAGES."""
+    return model(lenet.flow.tensor(IMAGES)).numpy()
+
+
+def weights(model_dir):
+    """{name: array} of the model saved in model_dir."""
+    model = lenet.load_model(model_dir, lenet.flow.device("cpu"))
+    return {name: p.numpy() for name, p in model.state_dict().items()}

@@ -5,23 +5,11 @@ import numpy as np
 import pytest
 
 import lenet
+from conftest import initialised, logits
 from lenet import flow
 
-IMAGES = np.random.default_rng(0).random((8, 1, 28, 28)).astype(np.float32)
-
-
-def fresh_model(seed):
-    model = lenet.LeNet()
-    lenet.CheckPoint(model).init(seed)
-    return model
-
-
-def logits(model):
-    return model(flow.tensor(IMAGES)).numpy()
-
-
 def test_save_then_load_gives_identical_logits(tmp_path):
-    saved, loaded = fresh_model(1), fresh_model(2)
+    saved, loaded = initialised(1), initialised(2)
     lenet.CheckPoint(saved).save(tmp_path / "model")
     assert not np.array_equal(logits(saved), logits(loaded))
     lenet.CheckPoint(loaded).load(tmp_path / "model")
@@ -33,7 +21,7 @@ def test_save_then_load_gives_identical_logits(tmp_path):
 
 
 def test_save_replaces_an_existing_model_and_leaves_nothing_beside_it(tmp_path):
-    first, second, loaded = fresh_model(1), fresh_model(2), fresh_model(3)
+    first, second, loaded = initialised(1), initialised(2), initialised(3)
     lenet.CheckPoint(first).save(tmp_path / "model")
     (tmp_path / "model" / "stale-file").write_text("from an older save")
     lenet.CheckPoint(second).save(tmp_path / "model")
@@ -46,17 +34,17 @@ def test_save_replaces_an_existing_model_and_leaves_nothing_beside_it(tmp_path):
 def test_save_onto_a_file_is_refused(tmp_path):
     (tmp_path / "model").write_text("precious")
     with pytest.raises(lenet.InputError, match=f"cannot save the model to {tmp_path / 'model'}: it is a file"):
-        lenet.CheckPoint(fresh_model(1)).save(tmp_path / "model")
+        lenet.CheckPoint(initialised(1)).save(tmp_path / "model")
     assert (tmp_path / "model").read_text() == "precious"
     assert os.listdir(tmp_path) == ["model"]
 
 
 def test_load_without_a_model(tmp_path):
     with pytest.raises(lenet.InputError, match=f"no model at {tmp_path / 'none'} \\(run lenet_train.py first\\)"):
-        lenet.CheckPoint(fresh_model(1)).load(tmp_path / "none")
+        lenet.CheckPoint(initialised(1)).load(tmp_path / "none")
     (tmp_path / "empty").mkdir()
     with pytest.raises(lenet.InputError, match="neither pickled_data nor snapshot_done"):
-        lenet.CheckPoint(fresh_model(1)).load(tmp_path / "empty")
+        lenet.CheckPoint(initialised(1)).load(tmp_path / "empty")
 
 
 def write_legacy(folder, model, meta):
@@ -77,21 +65,21 @@ def write_legacy(folder, model, meta):
 
 @pytest.mark.parametrize("meta", [True, False])
 def test_loads_the_tutorials_checkpoint_layout(tmp_path, meta):
-    saved, loaded = fresh_model(1), fresh_model(2)
+    saved, loaded = initialised(1), initialised(2)
     write_legacy(tmp_path / "lenet_models_1", saved, meta)
     lenet.CheckPoint(loaded).load(tmp_path / "lenet_models_1")
     assert np.array_equal(logits(saved), logits(loaded))
 
 
 def test_legacy_folder_with_a_wrong_shape(tmp_path):
-    write_legacy(tmp_path / "model", fresh_model(1), meta=False)
+    write_legacy(tmp_path / "model", initialised(1), meta=False)
     (tmp_path / "model" / "dense2-weight" / "out").write_bytes(np.zeros(10 * 500, "<f4").tobytes())
     with pytest.raises(lenet.InputError, match="dense2-weight/out holds 5000 floats, dense2-weight needs 5120"):
-        lenet.CheckPoint(fresh_model(2)).load(tmp_path / "model")
+        lenet.CheckPoint(initialised(2)).load(tmp_path / "model")
 
 
 def test_new_format_from_another_network(tmp_path):
     other = flow.nn.Linear(3, 4)
     flow.save({"conv1.weight": other.weight}, str(tmp_path / "model"))
     with pytest.raises(lenet.InputError, match=f"cannot load the model at {tmp_path / 'model'} "):
-        lenet.CheckPoint(fresh_model(1)).load(tmp_path / "model")
+        lenet.CheckPoint(initialised(1)).load(tmp_path / "model")

@@ -7,8 +7,7 @@ import sys
 
 import numpy as np
 
-import lenet
-from conftest import ROOT, TRAIN_FLAGS, run_script
+from conftest import ROOT, TRAIN_FLAGS, initialised, run_script, weights
 
 
 def launch(script, *args, cwd, processes=2):
@@ -21,29 +20,17 @@ def launch(script, *args, cwd, processes=2):
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
-def weights(model_dir):
-    model = lenet.LeNet()
-    lenet.CheckPoint(model).load(model_dir)
-    return {name: p.numpy() for name, p in model.state_dict().items()}
-
-
 def test_one_step_in_two_processes_equals_one_step_in_one(data_dir):
     flags = ["--max-steps", 1, "--batch-size", 50, "--seed", 3]
     one = run_script("lenet_train.py", *flags, "--model-dir", "one", cwd=data_dir)
     two = launch("lenet_train.py", *flags, "--model-dir", "two", cwd=data_dir)
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     a, b = weights(data_dir / "one"), weights(data_dir / "two")
-    start = weights_at_init(3)
+    start = {name: p.numpy() for name, p in initialised(3).state_dict().items()}
     for name in a:
         assert not np.array_equal(a[name], start[name]), name  # the step did change every tensor
         # The same global batch, dropout masks and learning rate; only the order of float sums differs.
         assert np.abs(a[name] - b[name]).max() < 1e-6, name
-
-
-def weights_at_init(seed):
-    model = lenet.LeNet()
-    lenet.CheckPoint(model).init(seed)
-    return {name: p.numpy() for name, p in model.state_dict().items()}
 
 
 def test_two_processes_train_a_model_that_one_process_evaluates(data_dir):

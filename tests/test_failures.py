@@ -12,21 +12,10 @@ import numpy as np
 import pytest
 
 import lenet
-from conftest import FIXTURE, ROOT, fixture_arrays, run_script
+from conftest import FIXTURE, ROOT, fixture_arrays, initialised, logits, run_script
 from lenet import flow
 
-IMAGES = np.random.default_rng(0).random((4, 1, 28, 28)).astype(np.float32)
-
-
-def model_with_seed(seed):
-    model = lenet.LeNet()
-    lenet.CheckPoint(model).init(seed)
-    return model
-
-
-def logits(model):
-    return model(flow.tensor(IMAGES)).numpy()
-
+CPU = flow.device("cpu")
 
 def assert_fails_cleanly(result, message):
     """Exit status 1, the last stderr line `error: ...` containing message, and no traceback."""
@@ -40,7 +29,7 @@ def assert_fails_cleanly(result, message):
 def saved(tmp_path):
     """A folder with the fixture's data and a model (seed 1) saved at ./model; returns the folder."""
     (tmp_path / "mnist.npz").write_bytes(FIXTURE.read_bytes())
-    lenet.CheckPoint(model_with_seed(1)).save(tmp_path / "model")
+    lenet.CheckPoint(initialised(1)).save(tmp_path / "model")
     return tmp_path
 
 
@@ -86,7 +75,7 @@ def test_broken_model_folder(tmp_path, breaks, message):
     (tmp_path / "mnist.npz").write_bytes(FIXTURE.read_bytes())
     if breaks is not None:
         if breaks not in (empty, from_another_network, legacy_without_an_out):
-            lenet.CheckPoint(model_with_seed(1)).save(tmp_path / "model")
+            lenet.CheckPoint(initialised(1)).save(tmp_path / "model")
         breaks(tmp_path)
     before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert_fails_cleanly(run_script("lenet_eval.py", "--model-dir", "model", cwd=tmp_path), message)
@@ -180,18 +169,12 @@ def read_only(folder):
 
 
 def test_save_into_a_read_only_folder(saved):
-    before = logits(model_for(saved / "model"))
+    before = logits(lenet.load_model(saved / "model", CPU))
     with read_only(saved):
         with pytest.raises(lenet.InputError, match=f"cannot save the model to {saved / 'model'} \\(Read-only file system|Permission denied"):
-            lenet.CheckPoint(model_with_seed(2)).save(saved / "model")
-    assert np.array_equal(logits(model_for(saved / "model")), before)
+            lenet.CheckPoint(initialised(2)).save(saved / "model")
+    assert np.array_equal(logits(lenet.load_model(saved / "model", CPU)), before)
     assert sorted(os.listdir(saved)) == ["mnist.npz", "model"]
-
-
-def model_for(model_dir):
-    model = lenet.LeNet()
-    lenet.CheckPoint(model).load(model_dir)
-    return model
 
 
 def test_save_onto_a_full_disk(tmp_path):
@@ -200,11 +183,11 @@ def test_save_onto_a_full_disk(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("mounting a small file system needs root")
     with mounted(["-t", "tmpfs", "-o", "size=10m", "tmpfs", str(disk)]):
-        lenet.CheckPoint(model_with_seed(1)).save(disk / "model")  # 6.7 MB: a second one does not fit
-        before = logits(model_for(disk / "model"))
+        lenet.CheckPoint(initialised(1)).save(disk / "model")  # 6.7 MB: a second one does not fit
+        before = logits(lenet.load_model(disk / "model", CPU))
         with pytest.raises(lenet.InputError, match=f"cannot save the model to {disk / 'model'} \\(No space left on device\\)"):
-            lenet.CheckPoint(model_with_seed(2)).save(disk / "model")
-        assert np.array_equal(logits(model_for(disk / "model")), before)
+            lenet.CheckPoint(initialised(2)).save(disk / "model")
+        assert np.array_equal(logits(lenet.load_model(disk / "model", CPU)), before)
         assert os.listdir(disk) == ["model"]  # the half-written new folder is gone
 
 
@@ -220,8 +203,8 @@ for i in range(10 ** 6):
 
 
 def test_sigkill_while_saving_leaves_a_model_that_loads(tmp_path):
-    expected = [logits(model_with_seed(seed)) for seed in (1, 2)]
-    lenet.CheckPoint(model_with_seed(1)).save(tmp_path / "model")
+    expected = [logits(initialised(seed)) for seed in (1, 2)]
+    lenet.CheckPoint(initialised(1)).save(tmp_path / "model")
     outcomes = set()
     for delay in np.linspace(0.0, 0.6, 12):  # one save takes roughly 0.1 s here: kills land all through it
         process = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(tmp_path / "model")], cwd=tmp_path,
@@ -230,6 +213,6 @@ def test_sigkill_while_saving_leaves_a_model_that_loads(tmp_path):
         time.sleep(delay)
         process.kill()
         process.wait()
-        found = logits(model_for(tmp_path / "model"))
+        found = logits(lenet.load_model(tmp_path / "model", CPU))
         outcomes.add(next(i for i, e in enumerate(expected) if np.array_equal(found, e)))
     assert outcomes == {0, 1}  # both the old and the new model were seen: the kills did land mid-loop

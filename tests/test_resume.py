@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lenet
-from conftest import ROOT, fixture_arrays, run_script
+from conftest import ROOT, fixture_arrays, run_script, weights
 
 TRAIN = ["--epochs", 4, "--batch-size", 50, "--log-interval", 2]
 
@@ -31,12 +31,6 @@ def uninterrupted(small_data):
     result = run_script("lenet_train.py", *TRAIN, "--data-dir", small_data, "--model-dir", "whole", cwd=small_data)
     assert result.returncode == 0, result.stderr
     return weights(small_data / "whole")
-
-
-def weights(model_dir):
-    model = lenet.LeNet()
-    lenet.CheckPoint(model).load(model_dir)
-    return {name: p.numpy() for name, p in model.state_dict().items()}
 
 
 def assert_same_weights(a, b):
