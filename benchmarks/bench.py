@@ -187,14 +187,22 @@ def main():
         MARK_END,
     ])
     print(text)
-    output = Path(args.output)
-    old = output.read_text() if output.exists() else f"# Benchmarks\n\n{MARK_START}\n{MARK_END}\n"
+    write_section(args.output, text)
+    print(f"written to {args.output}", file=sys.stderr)
+
+
+def write_section(path, text):
+    """Put text (which starts and ends with the bench markers) in place of the marked section of the file at path.
+
+    The rest of the file is kept; a file without the markers gets text appended, a missing file is created.
+    """
+    path = Path(path)
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
     if MARK_START in old and MARK_END in old:
         new = old[:old.index(MARK_START)] + text + old[old.index(MARK_END) + len(MARK_END):]
     else:
         new = old.rstrip("\n") + "\n\n" + text + "\n"
-    output.write_text(new)
-    print(f"written to {output}", file=sys.stderr)
+    path.write_text(new)
 
 
 if __name__ == "__main__":
