@@ -50,6 +50,8 @@ if _has_avx2():
 os.environ.setdefault("ONEFLOW_ENABLE_ONEDNN_OPTS", "0")
 # OneFlow gives its CPU kernels cores - 2 threads, 0 on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+# Add the convolutions' bias inside the convolution kernel (CPU and cuDNN alike) rather than in a separate pass.
+os.environ.setdefault("ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS", "1")
 import oneflow as flow  # noqa: E402  (needs the libraries above)
 import oneflow.core.framework.variable_meta_info_pb2 as variable_meta_info_pb  # noqa: E402
 from google.protobuf import text_format  # noqa: E402

@@ -36,8 +36,9 @@ parser.add_argument("--torch-python", default="/tmp/torchvenv/bin/python", help=
 parser.add_argument("--output", default=str(REPO / "BENCHMARKS.md"), help="Markdown file to write the table into (default: BENCHMARKS.md in the repo)")
 
 # What OneFlow 0.9 does when lenet.py sets nothing: OpenBLAS detects the CPU (an empty name makes it), oneDNN
-# element-wise kernels, and cores - 2 kernel threads.
-ONEFLOW_DEFAULTS = {"OPENBLAS_CORETYPE": "", "ONEFLOW_ENABLE_ONEDNN_OPTS": "1", "OMP_NUM_THREADS": str((os.cpu_count() or 1) - 2)}
+# element-wise kernels, cores - 2 kernel threads, the bias added after the convolution.
+ONEFLOW_DEFAULTS = {"OPENBLAS_CORETYPE": "", "ONEFLOW_ENABLE_ONEDNN_OPTS": "1", "OMP_NUM_THREADS": str((os.cpu_count() or 1) - 2),
+                    "ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS": "0"}
 
 
 def run_rss(command, env=None):
