@@ -21,7 +21,7 @@ def test_train_prints_the_log_and_saves(trained):
               for line in lines if "test accuracy" in line]
     assert all(epochs) and [int(m[1]) for m in epochs] == [1, 2, 3, 4]
     losses = [float(m[2]) for m in epochs]
-    assert losses[-1] < losses[0] / 2  # observed 2.58 -> 0.52
+    assert losses[-1] < losses[0] / 2  # observed 2.59 -> 0.48
     assert lines[-1] == "model saved to ./lenet_models_1"
     assert (folder / "lenet_models_1" / "pickled_data").is_file()
 
@@ -31,7 +31,7 @@ def test_eval_reports_the_accuracy_recounted_by_hand(trained):
     result = run_script("lenet_eval.py", cwd=folder)
     assert result.returncode == 0, result.stderr
     accuracy = float(re.fullmatch(r"accuracy: ([\d.]+)%", result.stdout.splitlines()[-1])[1])
-    assert accuracy > 80  # observed 87.5% after 4 epochs on the 1,000 fixture digits
+    assert accuracy > 80  # observed 88.5% after 4 epochs on the 1,000 fixture digits
     assert f"test accuracy {accuracy:.1f}%" in train_stdout.splitlines()[-2]  # the model trained is the one saved
 
     # Recount: the saved model's logits in batches of 7 (200 is no multiple of 7), argmax against the labels.
