@@ -43,12 +43,13 @@ _load_cuda_libraries()
 # reach Python as exceptions. GLOG_minloglevel=0 shows them all.
 os.environ.setdefault("GLOG_minloglevel", "3")
 # CPU speed settings, each measured in BENCHMARKS.md; set your own value of any of them to override it.
-# The OpenBLAS inside OneFlow 0.9 knows no CPU newer than Skylake and falls back to its SSE3 kernels on them.
+# The OpenBLAS inside OneFlow 0.9 does not recognise recent CPUs (a Sapphire Rapids Xeon among them) and runs its
+# SSE3 kernels there; Haswell's are its AVX2 ones.
 if _has_avx2():
     os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
-# OneFlow sends element-wise ops (bias add, ReLU, ...) to oneDNN, which runs its slow reference kernel for them.
+# OneFlow sends element-wise binary ops (bias add, ...) to oneDNN, which runs its slow reference kernel for them.
 os.environ.setdefault("ONEFLOW_ENABLE_ONEDNN_OPTS", "0")
-# OneFlow gives its CPU kernels cores - 2 threads, 0 on a 2-core machine.
+# OneFlow gives its CPU kernels cores - 2 threads unless told, 0 on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 # Add the convolutions' bias inside the convolution kernel (CPU and cuDNN alike) rather than in a separate pass.
 os.environ.setdefault("ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS", "1")
