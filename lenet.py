@@ -28,10 +28,31 @@ def _load_cuda_libraries():
         ctypes.CDLL(str(lib_dir / f"libcudnn_{name}.so.8"), mode=ctypes.RTLD_GLOBAL)
 
 
+def _has_avx2():
+    """Whether this CPU has AVX2 and FMA (Linux only; False where /proc/cpuinfo is missing)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx2" in flags and "fma" in flags
+
+
 _load_cuda_libraries()
 # OneFlow's C++ log lines (glog) on a machine without a CUDA driver only say that there is none; errors still
 # reach Python as exceptions. GLOG_minloglevel=0 shows them all.
 os.environ.setdefault("GLOG_minloglevel", "3")
+# CPU speed settings, each measured in BENCHMARKS.md; set your own value of any of them to override it.
+# The OpenBLAS inside OneFlow 0.9 does not recognise recent CPUs (a Sapphire Rapids Xeon among them) and runs its
+# SSE3 kernels there; Haswell's are its AVX2 ones.
+if _has_avx2():
+    os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+# OneFlow sends element-wise binary ops (bias add, ...) to oneDNN, which runs its slow reference kernel for them.
+os.environ.setdefault("ONEFLOW_ENABLE_ONEDNN_OPTS", "0")
+# OneFlow gives its CPU kernels cores - 2 threads unless told, 0 on a 2-core machine.
+os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+# Add the convolutions' bias inside the convolution kernel (CPU and cuDNN alike) rather than in a separate pass.
+os.environ.setdefault("ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS", "1")
 import oneflow as flow  # noqa: E402  (needs the libraries above)
 import oneflow.core.framework.variable_meta_info_pb2 as variable_meta_info_pb  # noqa: E402
 from google.protobuf import text_format  # noqa: E402

@@ -1,0 +1,84 @@
+"""The OneFlow side of benchmarks/bench.py: training and evaluation speed of the project's LeNet, one job a process.
+
+    .venv/bin/python benchmarks/oneflow_lenet.py train --mode graph --data ../shared/data/mnist-5k/mnist.npz
+
+prints one JSON line. Training feeds batches as lenet_train.py does (a shuffled batch of NumPy arrays a step).
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import lenet  # noqa: E402
+from lenet import flow  # noqa: E402
+from lenet_eval import EvalGraph, predict  # noqa: E402
+from lenet_train import TrainGraph  # noqa: E402
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("job", choices=["train", "eval", "save"], help="what to run")
+parser.add_argument("--mode", choices=["graph", "eager"], default="graph", help="nn.Graph or eager training (default: graph)")
+parser.add_argument("--data", default=None, help="path of mnist.npz (default: none)")
+parser.add_argument("--steps", type=int, default=30, help="timed training steps after 5 of warm-up (default: 30)")
+parser.add_argument("--batch-size", type=int, default=100, help="images per step (default: 100)")
+parser.add_argument("--model", default=None, help="model folder for save (default: none)")
+
+
+def eager_step(model, optimizer):
+    """Return a function (images, labels, mask) -> loss doing TrainGraph's step in eager mode."""
+    def step(images, labels, mask):
+        losses = flow.nn.functional.cross_entropy(model(images, train=True), labels, reduction="none")
+        loss = (losses * mask).sum() / mask.sum()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        return loss
+    return step
+
+
+def main():
+    args = parser.parse_args()
+    device, result = flow.device("cpu"), {}
+    flow.manual_seed(0)
+    model = lenet.LeNet().to(device)
+    lenet.CheckPoint(model).init(0)
+    if args.job in ("train", "eval"):
+        (x_train, y_train), (x_test, y_test), _, _ = lenet.load_mnist(os.path.dirname(args.data))
+    if args.job == "train":
+        if args.mode == "graph":
+            step = TrainGraph(model, 0.1)
+        else:
+            step = eager_step(model, flow.optim.SGD(model.parameters(), lr=0.1))
+        batches = lenet.batches(args.batch_size, x_train, y_train, rng=np.random.default_rng(0))
+
+        def run(steps):
+            for _ in range(steps):
+                count, images, labels = next(batches)
+                mask = (np.arange(args.batch_size) < count).astype(np.float32)
+                loss = step(flow.tensor(images, device=device), flow.tensor(labels, device=device),
+                            flow.tensor(mask, device=device))
+            loss.item()  # waits for the steps queued on the device
+
+        assert args.steps + 5 <= len(x_train) // args.batch_size, "one epoch of steps only"
+        run(5)  # warm-up (and the graph's compilation)
+        start = time.perf_counter()
+        run(args.steps)
+        result["images_per_second"] = args.steps * args.batch_size / (time.perf_counter() - start)
+    elif args.job == "eval":
+        graph = EvalGraph(model)
+        predict(graph, x_test[:args.batch_size], args.batch_size, device)  # warm-up
+        start = time.perf_counter()
+        predict(graph, x_test, args.batch_size, device).argmax(axis=1)
+        result["images_per_second"] = len(x_test) / (time.perf_counter() - start)
+    elif args.job == "save":
+        lenet.CheckPoint(model).save(args.model)
+    result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
