@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,13 @@ def torch_version(python):
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now, for the launcher's master."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def cpu_model():
     """The CPU's model name."""
     try:
@@ -115,6 +123,10 @@ def main():
                     add(f"train_{mode}", column, json.loads(out)["images_per_second"])
                     if mode == "graph" and column == "ours":
                         add("rss_train", column, rss)
+            # Data-parallel: 2 processes under OneFlow's launcher, each on half of every batch of 100.
+            launch = [py, "-m", "oneflow.distributed.launch", "--nproc_per_node", "2", "--master_port", str(free_port())]
+            out = run_rss(launch + [str(HERE / "oneflow_lenet.py"), "train", "--steps", str(args.steps)] + common)[2]
+            add("train_2proc", "ours", json.loads(next(line for line in out.splitlines() if line.startswith("{")))["images_per_second"])
             for column, env in (("ours", None), ("defaults", ONEFLOW_DEFAULTS)):
                 add("eval", column, json.loads(run_rss(oneflow_job + ["eval"] + common, env)[2])["images_per_second"])
             seconds, rss, out = run_rss([py, "lenet_test.py", str(tmp / "digit.png"), "--model-dir", str(tmp / "lenet_models_1")])
@@ -150,6 +162,7 @@ def main():
     rows = [
         ("train_graph", "training images/s, nn.Graph (as lenet_train.py; PyTorch eager)", 0),
         ("train_eager", "training images/s, eager", 0),
+        ("train_2proc", "training images/s, nn.Graph, 2 processes under OneFlow's launcher", 0),
         ("eval", "evaluation images/s (EvalGraph; PyTorch no_grad)", 0),
         ("predict_seconds", "`lenet_test.py` one image, wall s, cold start", 1),
         ("rss_train", "peak resident memory, training, MiB", 0),

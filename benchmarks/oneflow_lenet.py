@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/oneflow_lenet.py train --mode graph --data ../shared/data/mnist-5k/mnist.npz
 
-prints one JSON line. Training feeds batches as lenet_train.py does (a shuffled batch of NumPy arrays a step).
+prints one JSON line (one a process under OneFlow's launcher). Training feeds batches as lenet_train.py does (a
+shuffled batch of NumPy arrays a step).
 """
 import argparse
 import json
@@ -29,10 +30,10 @@ parser.add_argument("--model", default=None, help="model folder for save (defaul
 
 
 def eager_step(model, optimizer):
-    """Return a function (images, labels, mask) -> loss doing TrainGraph's step in eager mode."""
-    def step(images, labels, mask):
-        losses = flow.nn.functional.cross_entropy(model(images, train=True), labels, reduction="none")
-        loss = (losses * mask).sum() / mask.sum()
+    """Return a function (images, labels, weights, dropout_mask) -> loss doing TrainGraph's step in eager mode."""
+    def step(images, labels, weights, dropout_mask):
+        losses = flow.nn.functional.cross_entropy(model(images, dropout_mask), labels, reduction="none")
+        loss = (losses * weights).sum() / weights.sum()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -42,26 +43,25 @@ def eager_step(model, optimizer):
 
 def main():
     args = parser.parse_args()
-    device, result = flow.device("cpu"), {}
-    flow.manual_seed(0)
-    model = lenet.LeNet().to(device)
+    device, _ = lenet.choose_device("cpu")  # under the launcher: a placement over its processes
+    result, model = {}, lenet.LeNet()
     lenet.CheckPoint(model).init(0)
+    model = lenet.place(model, device)
     if args.job in ("train", "eval"):
         (x_train, y_train), (x_test, y_test), _, _ = lenet.load_mnist(os.path.dirname(args.data))
     if args.job == "train":
-        if args.mode == "graph":
-            step = TrainGraph(model, 0.1)
-        else:
-            step = eager_step(model, flow.optim.SGD(model.parameters(), lr=0.1))
-        batches = lenet.batches(args.batch_size, x_train, y_train, rng=np.random.default_rng(0))
+        optimizer = flow.optim.SGD(model.parameters(), lr=0.1)
+        step = TrainGraph(model, optimizer) if args.mode == "graph" else eager_step(model, optimizer)
+        rng = np.random.default_rng(0)
+        batches = lenet.batches(args.batch_size, x_train, y_train, rng=rng)
 
         def run(steps):
             for _ in range(steps):
                 count, images, labels = next(batches)
-                mask = (np.arange(args.batch_size) < count).astype(np.float32)
-                loss = step(flow.tensor(images, device=device), flow.tensor(labels, device=device),
-                            flow.tensor(mask, device=device))
-            loss.item()  # waits for the steps queued on the device
+                weights = (np.arange(args.batch_size) < count).astype(np.float32)
+                loss = step(*(lenet.to_tensor(a, device) for a in
+                              (images, labels, weights, lenet.dropout_mask(rng, args.batch_size))))
+            lenet.to_numpy(loss)  # waits for the steps queued on the device
 
         assert args.steps + 5 <= len(x_train) // args.batch_size, "one epoch of steps only"
         run(5)  # warm-up (and the graph's compilation)
