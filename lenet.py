@@ -62,6 +62,11 @@ class InputError(Exception):
     """A bad input from the user (file, folder, flag): the scripts print it on one line and exit 1."""
 
 
+def _one_line(error):
+    """An exception's message on one line, or its type's name where it has none."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 # ---------------------------------------------------------------------------------------------
 # The network: the tutorial's lenet(), layer for layer.
 
@@ -344,8 +349,7 @@ class CheckPoint:
         except InputError:
             raise
         except Exception as e:  # flow.load and load_state_dict raise many kinds for a broken folder
-            message = " ".join(str(e).split()) or type(e).__name__  # on one line
-            raise InputError(f"cannot load the model at {path} ({message})") from None
+            raise InputError(f"cannot load the model at {path} ({_one_line(e)})") from None
 
 
 def load_model(model_dir, device):
@@ -382,9 +386,10 @@ def _read_legacy(path):
         if not out.is_file():
             raise InputError(f"cannot load the model at {path}: {out} is missing")
         meta = path / name / "meta"
-        if meta.exists() and _read_meta(meta) != (shape, flow.float32):
-            raise InputError(f"cannot load the model at {path}: {meta} says {_read_meta(meta)[1]} "
-                             f"{_read_meta(meta)[0]}, LeNet's {name} is oneflow.float32 {shape}")
+        meta_shape, dtype = _read_meta(meta) if meta.exists() else (shape, flow.float32)
+        if (meta_shape, dtype) != (shape, flow.float32):
+            raise InputError(f"cannot load the model at {path}: {meta} says {dtype} {meta_shape}, "
+                             f"LeNet's {name} is oneflow.float32 {shape}")
         value = np.fromfile(out, dtype="<f4")
         if value.size != np.prod(shape):
             raise InputError(f"cannot load the model at {path}: {out} holds {value.size} floats, "
@@ -457,8 +462,7 @@ def read_gray(path):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise InputError(f"{path}: too many pixels, refused as a possible decompression bomb ({e})") from None
     except Exception as e:  # a broken file makes Pillow raise many kinds (OSError, SyntaxError, struct.error, ...)
-        message = " ".join(str(e).split()) or type(e).__name__
-        raise InputError(f"{path}: not a readable image ({message})") from None
+        raise InputError(f"{path}: not a readable image ({_one_line(e)})") from None
 
 
 def _gray(image):

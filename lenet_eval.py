@@ -43,6 +43,13 @@ def predict(graph, images, batch_size, device):
     return np.concatenate(logits)
 
 
+def softmax(logits):
+    """Return the probabilities (N, 10), float64, of logits (N, 10)."""
+    logits = np.asarray(logits, np.float64)
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))  # shifted so that no exp overflows
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
 def evaluate(graph, images, labels, batch_size, device):
     """Return the accuracy in percent of the EvalGraph's model on (images, labels)."""
     predictions = predict(graph, images, batch_size, device).argmax(axis=1)
@@ -116,9 +123,7 @@ DIGIT_SCALE = 2
 
 def confidence(logits):
     """Return the softmax probability (N,) of the predicted digit of each row of logits (N, 10)."""
-    logits = np.asarray(logits, np.float64)
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))  # shifted so that no exp overflows
-    return exp.max(axis=1) / exp.sum(axis=1)
+    return softmax(logits).max(axis=1)
 
 
 def mistakes(labels, logits, limit=ERRORS_LIMIT):

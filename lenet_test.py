@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 import lenet
-from lenet_eval import EvalGraph, predict
+from lenet_eval import EvalGraph, predict, softmax
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("image", nargs="+", help="image files of one digit each: any format Pillow reads, any size, "
@@ -42,9 +42,7 @@ def load_images(paths):
 
 def classify(model, images, batch_size, device):
     """Return the softmax probabilities (N, 10) of images (N, 1, 28, 28), batch_size images per run of one EvalGraph."""
-    logits = predict(EvalGraph(model), images, min(batch_size, len(images)), device)
-    logits = logits - logits.max(axis=1, keepdims=True)  # exp cannot overflow
-    return np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return softmax(predict(EvalGraph(model), images, min(batch_size, len(images)), device))
 
 
 def describe(probabilities, top_k=1):
