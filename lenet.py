@@ -5,6 +5,7 @@ image preprocessing. This module prints nothing and reads no command line; bad i
 """
 import ctypes
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -28,6 +29,27 @@ def _load_cuda_libraries():
         ctypes.CDLL(str(lib_dir / f"libcudnn_{name}.so.8"), mode=ctypes.RTLD_GLOBAL)
 
 
+def _load_mkl():
+    """Load Intel MKL (the mkl wheel) for OneFlow's matrix products; return its path, or None where it is not installed.
+
+    OneFlow 0.9 calls cblas_sgemm (convolutions and dense layers) through the dynamic linker, so a BLAS loaded
+    globally before it takes those calls from the OpenBLAS inside OneFlow, which has no AVX-512 kernels.
+    """
+    if os.environ.get("LENET_BLAS", "mkl") != "mkl":
+        return None
+    try:
+        files = importlib.metadata.files("mkl") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    library = next((f.locate().resolve() for f in files if f.name.startswith("libmkl_rt.so")), None)
+    if library is None:
+        return None
+    # OneFlow already runs independent ops on two threads; MKL's own threads only crowd them (BENCHMARKS.md).
+    os.environ.setdefault("MKL_THREADING_LAYER", "SEQUENTIAL")
+    ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+    return library
+
+
 def _has_avx2():
     """Whether this CPU has AVX2 and FMA (Linux only; False where /proc/cpuinfo is missing)."""
     try:
@@ -39,6 +61,7 @@ def _has_avx2():
 
 
 _load_cuda_libraries()
+BLAS = _load_mkl()
 # OneFlow's C++ log lines (glog) on a machine without a CUDA driver only say that there is none; errors still
 # reach Python as exceptions. GLOG_minloglevel=0 shows them all.
 os.environ.setdefault("GLOG_minloglevel", "3")
@@ -53,9 +76,52 @@ os.environ.setdefault("ONEFLOW_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
 # Add the convolutions' bias inside the convolution kernel (CPU and cuDNN alike) rather than in a separate pass.
 os.environ.setdefault("ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS", "1")
+# Linux lists a process's threads here; OneFlow's scheduler is one of those its import starts.
+_threads_before_oneflow = set(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
 import oneflow as flow  # noqa: E402  (needs the libraries above)
 import oneflow.core.framework.variable_meta_info_pb2 as variable_meta_info_pb  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
+
+
+def _thread_states(threads):
+    """{thread id: its state letter in /proc (R running or runnable, S sleeping, ...)} of those threads still alive."""
+    states = {}
+    for tid in threads:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                states[tid] = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            pass
+    return states
+
+
+def _lower_scheduler_priority(nice):
+    """Give OneFlow's VM scheduler thread this nice value; return its thread id, or None where it was not found.
+
+    The scheduler spins (sched_yield) for as long as any op is unfinished, which is a whole nn.Graph step, and so
+    takes a core from the kernels (BENCHMARKS.md); at a lower priority it runs when a core is free. It is found as
+    the one thread that `import oneflow` started that keeps running while ops it was given are unfinished.
+    """
+    if _threads_before_oneflow is None or nice == 0:
+        return None
+    started = set(os.listdir("/proc/self/task")) - _threads_before_oneflow
+    x = flow.ones(256, 256) / 256
+    pending = x
+    for _ in range(40):  # a few ms of matrix products, queued without waiting for them
+        pending = pending @ x
+    running = set(started)
+    for _ in range(5):
+        running &= {tid for tid, state in _thread_states(started).items() if state == "R"}
+    pending.numpy()
+    if len(running) != 1:
+        return None
+    tid = int(running.pop())
+    os.setpriority(os.PRIO_PROCESS, tid, nice)
+    return tid
+
+
+# 10, not 19: as fast on an idle machine, and not slower than 0 when other jobs hold every core (BENCHMARKS.md).
+SCHEDULER_THREAD = _lower_scheduler_priority(int(os.environ.get("LENET_SCHEDULER_NICE", "10")))
 
 
 class InputError(Exception):
@@ -158,7 +224,9 @@ def to_tensor(array, device):
                          f"use a --batch-size that is a multiple of {processes}")
     local = "cpu" if device.type == "cpu" else f"cuda:{flow.env.get_local_rank()}"
     shard = np.array_split(array, processes)[rank]
-    return flow.tensor(shard, device=local).to_global(placement=device, sbp=flow.sbp.split(0))
+    # check_meta=False: every process passes the same placement, sbp and shard shape (checked above), so OneFlow's
+    # check of that, a round trip between the processes for each tensor, is skipped.
+    return flow.tensor(shard, device=local).to_global(placement=device, sbp=flow.sbp.split(0), check_meta=False)
 
 
 def to_numpy(tensor):
