@@ -21,7 +21,7 @@ parser.add_argument("--steps", type=int, default=30, help="timed training steps 
 parser.add_argument("--epochs", type=int, default=5, help="epochs for the epochs job (default: 5)")
 parser.add_argument("--batch-size", type=int, default=100, help="images per step (default: 100)")
 parser.add_argument("--model", default=None, help="weights file for save and predict (default: none)")
-parser.add_argument("--image", default=None, help="PNG for predict (default: none)")
+parser.add_argument("--image", nargs="+", default=[], help="PNGs for predict (default: none)")
 
 
 class LeNet(torch.nn.Module):
@@ -108,15 +108,17 @@ def main():
             result["accuracy"] = 100.0 * float((predictions == y_test).float().mean())
     elif args.job == "save":
         torch.save(model.state_dict(), args.model)
-    elif args.job == "predict":  # what lenet_test.py does: load the weights, read one PNG, print the digit
+    elif args.job == "predict":  # what lenet_test.py does: load the weights, read the PNGs, print the digits
         from PIL import Image  # noqa: PLC0415
 
         model.load_state_dict(torch.load(args.model))
         model.eval()
-        with Image.open(args.image) as image:
-            x = torch.from_numpy(np.asarray(image.convert("L"), dtype=np.float32)[None, None] / 255.0)
+        images = []
+        for path in args.image:
+            with Image.open(path) as image:
+                images.append(np.asarray(image.convert("L"), dtype=np.float32) / 255.0)
         with torch.no_grad():
-            result["prediction"] = int(model(x).argmax(1)[0])
+            result["predictions"] = model(torch.from_numpy(np.stack(images)[:, None])).argmax(1).tolist()
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
