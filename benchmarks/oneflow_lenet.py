@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/oneflow_lenet.py train --mode graph --data ../shared/data/mnist-5k/mnist.npz
 
-prints one JSON line (one a process under OneFlow's launcher). Training feeds batches as lenet_train.py does (a
+prints one JSON line (from the first process only, under OneFlow's launcher). Training feeds batches as lenet_train.py does (a
 shuffled batch of NumPy arrays a step).
 """
 import argparse
@@ -77,7 +77,8 @@ def main():
     elif args.job == "save":
         lenet.CheckPoint(model).save(args.model)
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(result))
+    if flow.env.get_rank() == 0:  # two processes printing at once could mix their lines
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":
