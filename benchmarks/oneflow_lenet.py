@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/oneflow_lenet.py train --mode graph --data ../shared/data/mnist-5k/mnist.npz
 
-prints one JSON line (from the first process only, under OneFlow's launcher). Training feeds batches as lenet_train.py does (a
-shuffled batch of NumPy arrays a step).
+prints one JSON line (from the first process only, under OneFlow's launcher). Training feeds batches as
+lenet_train.py does (a shuffled batch of NumPy arrays a step).
 """
 import argparse
 import json
