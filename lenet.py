@@ -371,31 +371,26 @@ class CheckPoint:
         """Write the weights with flow.save to path (and training_state, if given, to path/training_state), atomically.
 
         The new folder is written whole beside the old one, flushed to disk, then swapped in: a crash at any
-        moment leaves either the old model or the new one at path.
+        moment leaves either the old model or the new one at path. Under the launcher the first process writes
+        and every process raises the same InputError if it could not.
         """
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.saving")
-        try:
-            if path.exists() and not path.is_dir():
-                raise InputError(f"cannot save the model to {path}: it is a file, not a folder")
-            # Gathered in every process (global tensors need all of them), written by the first alone.
-            state = {name: flow.tensor(to_numpy(value)) for name, value in self.model.state_dict().items()}
-            if flow.env.get_rank() != 0:
-                return
-            shutil.rmtree(tmp, ignore_errors=True)  # left over from a save that died
-            flow.save(state, str(tmp))
-            if training_state is not None:
-                flow.save(training_state, str(tmp / TRAINING_STATE))
-            _fsync_tree(tmp)
-            if path.exists():
-                _exchange(tmp, path)
-                shutil.rmtree(tmp)  # now the old model
-            else:
-                os.rename(tmp, path)
-            _fsync_dir(path.parent)
-        except OSError as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise InputError(f"cannot save the model to {path} ({e.strerror or e})") from None
+        # Gathered in every process (global tensors need all of them), written by the first alone.
+        state = {name: flow.tensor(to_numpy(value)) for name, value in self.model.state_dict().items()}
+        error = None
+        if flow.env.get_rank() == 0:
+            try:
+                if path.exists() and not path.is_dir():
+                    error = f"cannot save the model to {path}: it is a file, not a folder"
+                else:
+                    _write_atomically(path, state, training_state)
+            except OSError as e:
+                error = f"cannot save the model to {path} ({e.strerror or e})"
+        if flow.env.get_world_size() > 1 and _in_any_process(error is not None):
+            # The others would otherwise go on to a training step that waits for the first forever.
+            raise InputError(error or f"cannot save the model to {path}: the first process could not write it")
+        if error is not None:
+            raise InputError(error)
 
     def load(self, path):
         """Load weights saved by save(), or the tutorial's checkpoint folder; return the training state saved with them, or None.
@@ -421,6 +416,34 @@ class CheckPoint:
             raise
         except Exception as e:  # flow.load and load_state_dict raise many kinds for a broken folder
             raise InputError(f"cannot load the model at {path} ({_one_line(e)})") from None
+
+
+def _write_atomically(path, state, training_state):
+    """CheckPoint.save's writing: flow.save into a sibling folder, fsync, then swap it in; OSError on failure."""
+    tmp = path.with_name(f".{path.name}.saving")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)  # left over from a save that died
+        flow.save(state, str(tmp))
+        if training_state is not None:
+            flow.save(training_state, str(tmp / TRAINING_STATE))
+        _fsync_tree(tmp)
+        if path.exists():
+            _exchange(tmp, path)
+            shutil.rmtree(tmp)  # now the old model
+        else:
+            os.rename(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _in_any_process(flag):
+    """Whether flag is true in any process under the launcher; every process must call it (a collective)."""
+    processes = flow.env.get_world_size()
+    flags = np.zeros(processes, np.float32)
+    flags[flow.env.get_rank()] = flag
+    return bool(to_numpy(to_tensor(flags, flow.placement("cpu", ranks=list(range(processes))))).any())
 
 
 def load_model(model_dir, device):

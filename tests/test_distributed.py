@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import ROOT, TRAIN_FLAGS, initialised, run_script, weights
+from test_failures import mounted
 
 
 def launch(script, *args, cwd, processes=2):
@@ -58,4 +60,18 @@ def test_a_batch_that_does_not_split_over_the_processes(data_dir):
     assert "error: a batch of 25 does not split over 2 processes: use a --batch-size that is a multiple of 2" in result.stderr
     # The only traceback is the launcher's own, reporting that its processes exited with status 1.
     assert "subprocess.CalledProcessError" in result.stderr and "returned non-zero exit status 1" in result.stderr
+    assert "lenet_train.py\", line" not in result.stderr and "lenet.py\", line" not in result.stderr
+
+
+def test_a_save_the_first_process_cannot_write_stops_every_process(data_dir):
+    disk = data_dir / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    with mounted(["-t", "tmpfs", "-o", "size=5m", "tmpfs", str(disk)]):  # the model is 13 MB
+        result = launch("lenet_train.py", "--max-steps", 1, "--batch-size", 50, "--model-dir", disk / "model", cwd=data_dir)
+        assert os.listdir(disk) == []  # the half-written folder is gone
+    assert f"error: cannot save the model to {disk / 'model'} (No space left on device)" in result.stderr
+    # Both processes exit with status 1 and a line: none aborts, none waits for the other.
+    assert "returned non-zero exit status 1" in result.stderr and "SIGABRT" not in result.stderr
     assert "lenet_train.py\", line" not in result.stderr and "lenet.py\", line" not in result.stderr
