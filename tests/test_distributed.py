@@ -46,7 +46,7 @@ def test_two_processes_train_a_model_that_one_process_evaluates(data_dir):
     single = run_script("lenet_eval.py", cwd=data_dir)
     assert single.returncode == 0, single.stderr
     accuracy = float(re.fullmatch(r"accuracy: ([\d.]+)%", single.stdout.splitlines()[-1])[1])
-    assert accuracy > 80  # the single-process threshold; observed 89.0% (one process: 89.5%)
+    assert accuracy > 80  # the single-process threshold; observed 88.5%, as in one process
     assert f"test accuracy {accuracy:.1f}%" in lines[-2]
 
     both = launch("lenet_eval.py", cwd=data_dir)

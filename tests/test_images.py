@@ -2,7 +2,7 @@
 
 The fixture's test digits are made into user-like images by benchmarks/image_sets.py (inverted, scaled up,
 off-centre on a graded page, RGB, RGBA with transparent paper, JPEG; and digits drawn with Pillow), read
-back through lenet_test.py's functions and scored with the model trained on the fixture (87.5% on MNIST).
+back through lenet_test.py's functions and scored with the model trained on the fixture (88.5% on MNIST).
 """
 import io
 import re
@@ -179,16 +179,16 @@ def accuracies(model, image_sets):
     return {kind: 100.0 * float(np.mean(part)) for kind, part in zip(image_sets, np.split(correct, ends[:-1]))}
 
 
-# Observed with the fixture model (89.5% on MNIST): mnist-png 89.5, inverted 90.0, scaled 91.0, page 90.0,
-# rgb 90.0, rgba 91.0, jpeg 90.5.
+# Observed with the fixture model (88.5% on MNIST): mnist-png 88.5, inverted 90.5, scaled 89.0, page 87.5,
+# rgb 89.0, rgba 88.5, jpeg 89.5.
 @pytest.mark.parametrize("kind", [kind for kind in KINDS if kind not in ("mnist-png", "drawn")])
 def test_accuracy_on_each_kind_of_image_is_close_to_mnist(accuracies, kind):
-    assert accuracies["mnist-png"] > 80  # observed 89.5%, what lenet_eval.py measures (the images are the same)
+    assert accuracies["mnist-png"] > 80  # observed 88.5%, what lenet_eval.py measures (the images are the same)
     assert accuracies[kind] > 83 and accuracies[kind] > accuracies["mnist-png"] - 4
 
 
 def test_accuracy_on_digits_drawn_with_pillow(accuracies):
-    assert accuracies["drawn"] > 65  # observed 73.3% (88 of 120); the model trained on 4,000 digits reads 98.3%
+    assert accuracies["drawn"] > 65  # observed 68.3% (82 of 120)
 
 
 def test_one_graph_run_per_batch(model, monkeypatch):

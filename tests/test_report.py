@@ -123,7 +123,7 @@ def test_eval_report_through_the_script(trained, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     accuracy = re.fullmatch(r"accuracy: ([\d.]+)%", lines[-1])[1]  # still the last line
-    assert float(accuracy) > 80  # observed 89.5% after 6 epochs on the 1,000 fixture digits
+    assert float(accuracy) > 80  # observed 88.5% after 6 epochs on the 1,000 fixture digits
 
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report) == REPORT_KEYS

@@ -31,7 +31,7 @@ def test_eval_reports_the_accuracy_recounted_by_hand(trained):
     result = run_script("lenet_eval.py", cwd=folder)
     assert result.returncode == 0, result.stderr
     accuracy = float(re.fullmatch(r"accuracy: ([\d.]+)%", result.stdout.splitlines()[-1])[1])
-    assert accuracy > 80  # observed 89.5% after 6 epochs on the 1,000 fixture digits
+    assert accuracy > 80  # observed 88.5% after 6 epochs on the 1,000 fixture digits
     assert f"test accuracy {accuracy:.1f}%" in train_stdout.splitlines()[-2]  # the model trained is the one saved
 
     # Recount: the saved model's logits in batches of 7 (200 is no multiple of 7), argmax against the labels.
