@@ -21,7 +21,7 @@ def test_train_prints_the_log_and_saves(trained):
               for line in lines if "test accuracy" in line]
     assert all(epochs) and [int(m[1]) for m in epochs] == [1, 2, 3, 4, 5, 6]
     losses = [float(m[2]) for m in epochs]
-    assert losses[-1] < losses[0] / 2  # observed 2.62 -> 0.32
+    assert losses[-1] < losses[0] / 2  # observed 2.63 -> 0.34
     assert lines[-1] == "model saved to ./lenet_models_1"
     assert (folder / "lenet_models_1" / "pickled_data").is_file()
 
