@@ -387,8 +387,8 @@ class CheckPoint:
             except OSError as e:
                 error = f"cannot save the model to {path} ({e.strerror or e})"
         if flow.env.get_world_size() > 1 and _in_any_process(error is not None):
-            # The others would otherwise go on to a training step that waits for the first forever.
-            raise InputError(error or f"cannot save the model to {path}: the first process could not write it")
+            # Every process stops: the others would otherwise go on to a step that waits for the first forever.
+            error = error or f"cannot save the model to {path}: the first process could not write it"
         if error is not None:
             raise InputError(error)
 
