@@ -1,6 +1,6 @@
 """OneFlow and PyTorch side by side on the project's LeNet: speed, memory and 5-epoch accuracy on this machine.
 
-    .venv/bin/python benchmarks/bench.py --epochs 5     # about 7 minutes on 2 cores; without --epochs no 5-epoch row
+    .venv/bin/python benchmarks/bench.py --epochs 5     # about 10 minutes on 2 cores; without --epochs no 5-epoch row
 
 Prints a Markdown table and writes it into BENCHMARKS.md (between its bench markers, keeping the rest).
 Every figure comes from a fresh process; the frameworks take turns within each round, so a busy machine slows
