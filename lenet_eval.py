@@ -24,38 +24,6 @@ parser.add_argument("--errors-png", metavar="FILE", default=None, help="draw the
 parser.add_argument("--json", metavar="FILE", default=None, help="write accuracy, per-class figures and confusion matrix to this JSON file (default: none)")
 
 
-class EvalGraph(flow.nn.Graph):
-    """The tutorial's eval_job: the network's forward pass (no dropout), logits out."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def build(self, images):
-        return self.model(images)
-
-
-def predict(graph, images, batch_size, device):
-    """Return the logits (N, 10) of images (N, 1, 28, 28), batch_size images per run of the EvalGraph."""
-    logits = []
-    for count, batch in lenet.batches(batch_size, images):
-        logits.append(lenet.to_numpy(graph(lenet.to_tensor(batch, device)))[:count])
-    return np.concatenate(logits)
-
-
-def softmax(logits):
-    """Return the probabilities (N, 10), float64, of logits (N, 10)."""
-    logits = np.asarray(logits, np.float64)
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))  # shifted so that no exp overflows
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def evaluate(graph, images, labels, batch_size, device):
-    """Return the accuracy in percent of the EvalGraph's model on (images, labels)."""
-    predictions = predict(graph, images, batch_size, device).argmax(axis=1)
-    return round(100.0 * float(np.mean(predictions == labels)), 6)  # 95.4, not 95.39999999999999
-
-
 # ---------------------------------------------------------------------------------------------
 # The report behind --per-class, --confusion and --json: plain numbers from labels and logits.
 
@@ -123,7 +91,7 @@ DIGIT_SCALE = 2
 
 def confidence(logits):
     """Return the softmax probability (N,) of the predicted digit of each row of logits (N, 10)."""
-    return softmax(logits).max(axis=1)
+    return lenet.softmax(logits).max(axis=1)
 
 
 def mistakes(labels, logits, limit=ERRORS_LIMIT):
@@ -175,7 +143,7 @@ def main(argv=None):
         _, (test_images, test_labels), path, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
         if found:
             print(f"File mnist.npz already exist, path: {path}")
-        logits = predict(EvalGraph(model), test_images, args.batch_size, device)
+        logits = lenet.predict(lenet.EvalGraph(model), test_images, args.batch_size, device)
         if flow.env.get_rank() != 0:
             return  # under the launcher, the first process alone reports
         report = make_report(test_labels, logits, args.model_dir, path)

@@ -3,7 +3,7 @@
     python lenet_test.py ./9.png                             # prints "prediction: 9 (probability 0.981)"
     python lenet_test.py digits/*.jpg --top-k 3 --save-input seen/    # a line per file; what the network saw
 
-Each image is made to look like an MNIST digit first (lenet.load_image: white on black, 20 pixels in a 28x28
+Each image is made to look like an MNIST digit first (digit_image.load_image: white on black, 20 pixels in a 28x28
 frame, centred on its centre of mass); a 28x28 image with a dark border is read as it is.
 """
 import argparse
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import digit_image
 import lenet
-from lenet_eval import EvalGraph, predict, softmax
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("image", nargs="+", help="image files of one digit each: any format Pillow reads, any size, "
@@ -33,7 +33,7 @@ def load_images(paths):
     images, read, errors = [], [], []
     for path in paths:
         try:
-            images.append(lenet.load_image(path))
+            images.append(digit_image.load_image(path))
             read.append(path)
         except lenet.InputError as e:
             errors.append((path, str(e)))
@@ -42,7 +42,7 @@ def load_images(paths):
 
 def classify(model, images, batch_size, device):
     """Return the softmax probabilities (N, 10) of images (N, 1, 28, 28), batch_size images per run of one EvalGraph."""
-    return softmax(predict(EvalGraph(model), images, min(batch_size, len(images)), device))
+    return lenet.softmax(lenet.predict(lenet.EvalGraph(model), images, min(batch_size, len(images)), device))
 
 
 def describe(probabilities, top_k=1):

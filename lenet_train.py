@@ -15,8 +15,8 @@ import numpy as np
 from tqdm import tqdm
 
 import lenet
+import oneflow_setup
 from lenet import flow
-from lenet_eval import EvalGraph, evaluate
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--epochs", type=lenet.positive_int, default=20, help="passes over the training set (default: 20)")
@@ -39,15 +39,9 @@ class TrainGraph(flow.nn.Graph):
         super().__init__()
         self.model = model
         self.add_optimizer(optimizer)
-        # On one CPU the batch goes through the model in two halves, the same sums in another order: OneFlow deals a
-        # graph's CPU ops round-robin to a thread per core, and one chain of ops keeps all but one thread waiting on
-        # it, where two independent chains keep two busy (1.3 times the images/s on 2 cores; four parts are slower).
-        weight = model.conv1.weight
-        self.parts = 2 if not weight.is_global and weight.device.type == "cpu" else 1
 
     def build(self, images, labels, weights, dropout_mask):
-        logits = flow.cat([self.model(x, mask) for x, mask in
-                           zip(images.chunk(self.parts), dropout_mask.chunk(self.parts))])  # (N, 10)
+        logits = oneflow_setup.forward_in_parts(self.model, images, dropout_mask)  # (N, 10); on a CPU in two halves
         losses = flow.nn.functional.cross_entropy(logits, labels, reduction="none")  # (N,)
         loss = (losses * weights).sum() / weights.sum()  # mean over the real items; weights are 0 for padding
         loss.backward()
@@ -113,7 +107,7 @@ def train(check_point, train_data, test_data, device, epochs, batch_size, learni
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         done_epochs, step = state["epoch"], state["step"]
-    graph, eval_graph = TrainGraph(model, optimizer), EvalGraph(model)
+    graph, eval_graph = TrainGraph(model, optimizer), lenet.EvalGraph(model)
     steps_per_epoch = -(-len(train_data[0]) // batch_size)
     for epoch in range(done_epochs + 1, epochs + 1):
         start, images_seen, total_loss = time.perf_counter(), 0, 0.0
@@ -139,7 +133,7 @@ def train(check_point, train_data, test_data, device, epochs, batch_size, learni
         mean_loss = float(lenet.to_numpy(total_loss / images_seen))
         check_finite(mean_loss, epoch, step, learning_rate, model_dir)
         seconds = time.perf_counter() - start
-        accuracy = evaluate(eval_graph, *test_data, batch_size, device)
+        accuracy = lenet.evaluate(eval_graph, *test_data, batch_size, device)
         complete = images_seen == len(train_data[0])  # a --max-steps run may end within an epoch: not resumable
         check_point.save(model_dir, dict(epoch=epoch, step=step, rng=rng.bit_generator.state, flags=flags,
                                          optimizer=optimizer.state_dict()) if complete else None)

@@ -3,7 +3,7 @@
     python benchmarks/image_sets.py --model-dir /tmp/run5/lenet_models_1 --data-dir ../shared/data/mnist-5k
 
 Each test digit is written as an image file of each kind below, read back through lenet_test.py's functions
-(lenet.load_image, then one EvalGraph in batches), and the answers are compared with the labels.
+(digit_image.load_image, then one EvalGraph in batches), and the answers are compared with the labels.
 tests/test_images.py builds the same kinds from the committed fixture.
 """
 import argparse

@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import lenet  # noqa: E402
 from lenet import flow  # noqa: E402
-from lenet_eval import EvalGraph, predict  # noqa: E402
+
 from lenet_train import TrainGraph  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,10 +69,10 @@ def main():
         run(args.steps)
         result["images_per_second"] = args.steps * args.batch_size / (time.perf_counter() - start)
     elif args.job == "eval":
-        graph = EvalGraph(model)
-        predict(graph, x_test[:args.batch_size], args.batch_size, device)  # warm-up
+        graph = lenet.EvalGraph(model)
+        lenet.predict(graph, x_test[:args.batch_size], args.batch_size, device)  # warm-up
         start = time.perf_counter()
-        predict(graph, x_test, args.batch_size, device).argmax(axis=1)
+        lenet.predict(graph, x_test, args.batch_size, device).argmax(axis=1)
         result["images_per_second"] = len(x_test) / (time.perf_counter() - start)
     elif args.job == "save":
         lenet.CheckPoint(model).save(args.model)

@@ -1,4 +1,4 @@
-"""Draw docs/preprocessing.png: each step of lenet.load_image on a photo-like digit and on chalk on a dark board.
+"""Draw docs/preprocessing.png: each step of digit_image.load_image on a photo-like digit and on chalk on a dark board.
 
     python docs/make_figure.py
 """
@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import digit_image  # noqa: E402
 import lenet  # noqa: E402
 from benchmarks.image_sets import drawn_digit, make_image  # noqa: E402
 
@@ -32,16 +33,16 @@ def panel(image, label, font):
 
 
 def steps(image):
-    """[(image, label)] of each step of lenet.load_image on a Pillow image."""
+    """[(image, label)] of each step of digit_image.load_image on a Pillow image."""
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    gray = lenet.read_gray(buffer)
-    ink = lenet.ink_strength(gray)
-    cropped = lenet.crop_to_ink(ink)
-    digit = lenet.scale_to_20(cropped)
+    gray = digit_image.read_gray(buffer)
+    ink = digit_image.ink_strength(gray)
+    cropped = digit_image.crop_to_ink(ink)
+    digit = digit_image.scale_to_20(cropped)
     return [(image, f"input {image.width}x{image.height}"), (gray / 255, "1. grey, alpha on white"),
             (ink, "2. ink, paper removed"), (cropped, "3. cropped to the ink"),
-            (digit, f"4. scaled to {digit.shape[1]}x{digit.shape[0]}"), (lenet.centre_in_frame(digit), "5. 28x28, centred")]
+            (digit, f"4. scaled to {digit.shape[1]}x{digit.shape[0]}"), (digit_image.centre_in_frame(digit), "5. 28x28, centred")]
 
 
 def main():

@@ -1,4 +1,5 @@
 """Shared test helpers: the committed digit fixture, running the scripts, and one model trained on the fixture."""
+import os
 import shutil
 import subprocess
 import sys
@@ -11,13 +12,16 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "data" / "mnist.npz"
 # 6 epochs of 20 steps: accuracy still swings by several points from epoch to epoch before the fifth.
 TRAIN_FLAGS = ["--epochs", 6, "--batch-size", 50]
+# The environment of the processes the tests start: as pytest got it, before lenet's import sets OneFlow's
+# variables in this process, so that the scripts make their own settings; on the CPU whatever this machine has.
+CLEAN_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 sys.path.insert(0, str(ROOT))
 import lenet  # noqa: E402  (from ROOT)
 
 
-def run_script(script, *args, cwd):
+def run_script(script, *args, cwd, env=None):
     """Run one of the project's scripts as a user would; return the CompletedProcess (text, both streams)."""
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd,
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env={**CLEAN_ENV, **(env or {})},
                           capture_output=True, text=True, timeout=600)
 
 

@@ -87,7 +87,7 @@ FIXTURE_SIZE = FIXTURE.stat().st_size
 
 
 def test_downloads_a_missing_file(tmp_path, server):
-    train, _, path, found = lenet.load_mnist(tmp_path / "new", url=f"{server}/mnist.npz", sha256=FIXTURE_SHA256)
+    train, _, path, found = lenet.load_mnist(tmp_path / "new", sources=[(f"{server}/mnist.npz", FIXTURE_SHA256)])
     assert not found and len(train[0]) == 1000
     assert Path(path).read_bytes() == FIXTURE.read_bytes()
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["mnist.npz"]
@@ -101,7 +101,7 @@ def test_downloads_a_missing_file(tmp_path, server):
 def test_failed_download_leaves_nothing(tmp_path, server, name, sha256, reason):
     url = f"{server}/{name}"
     with pytest.raises(lenet.InputError) as error:
-        lenet.load_mnist(tmp_path, url=url, sha256=sha256)
+        lenet.load_mnist(tmp_path, sources=[(url, sha256)])
     assert str(error.value).startswith(f"could not download {url} (")
     assert reason in str(error.value)
     assert str(error.value).endswith(f"download it by hand and put it at {tmp_path / 'mnist.npz'}")
@@ -111,7 +111,7 @@ def test_failed_download_leaves_nothing(tmp_path, server, name, sha256, reason):
 def test_offline(tmp_path):
     closed_port = "http://127.0.0.1:9/mnist.npz"  # the discard port: nothing listens here
     with pytest.raises(lenet.InputError, match="could not download http://127.0.0.1:9/mnist.npz .*Connection refused"):
-        lenet.load_mnist(tmp_path, url=closed_port)
+        lenet.load_mnist(tmp_path, sources=[(closed_port, "0" * 64)])
     assert list(tmp_path.iterdir()) == []
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import lenet
-from conftest import FIXTURE, ROOT, fixture_arrays, initialised, logits, run_script
+from conftest import CLEAN_ENV, FIXTURE, ROOT, fixture_arrays, initialised, logits, run_script
 from lenet import flow
 
 CPU = flow.device("cpu")
@@ -97,10 +97,10 @@ def test_unreadable_model(saved, monkeypatch):
 # Data rows: lenet_train.py with a bad mnist.npz, or none and the download failing.
 
 def run_train_offline(url, *args, cwd):
-    """lenet_train.main() with MNIST_URL pointed at url (tests never reach the real one)."""
-    code = "import sys, lenet, lenet_train; lenet.MNIST_URL = sys.argv[1]; lenet_train.main(sys.argv[2:])"
+    """lenet_train.main() with MNIST_SOURCES pointed at url (tests never reach the real ones)."""
+    code = "import sys, lenet, lenet_train; lenet.MNIST_SOURCES = [(sys.argv[1], '0' * 64)]; lenet_train.main(sys.argv[2:])"
     return subprocess.run([sys.executable, "-c", code, url, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          text=True, timeout=300, env={**CLEAN_ENV, "PYTHONPATH": str(ROOT)})
 
 
 def test_missing_data_offline(tmp_path):
@@ -208,7 +208,7 @@ def test_sigkill_while_saving_leaves_a_model_that_loads(tmp_path):
     outcomes = set()
     for delay in np.linspace(0.0, 0.6, 12):  # one save takes roughly 0.1 s here: kills land all through it
         process = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(tmp_path / "model")], cwd=tmp_path,
-                                   stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                   stdout=subprocess.PIPE, env={**CLEAN_ENV, "PYTHONPATH": str(ROOT)})
         assert process.stdout.readline() == b"ready\n"
         time.sleep(delay)
         process.kill()

@@ -1,4 +1,4 @@
-"""Reading users' digits: the preprocessing of lenet.load_image and lenet_test.py on images made from the fixture.
+"""Reading users' digits: the preprocessing of digit_image.load_image and lenet_test.py on images made from the fixture.
 
 The fixture's test digits are made into user-like images by benchmarks/image_sets.py (inverted, scaled up,
 off-centre on a graded page, RGB, RGBA with transparent paper, JPEG; and digits drawn with Pillow), read
@@ -15,11 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import digit_image
 import lenet
 import lenet_test
 from benchmarks.image_sets import KINDS, drawn_digit, drawn_set, make_image, write_set
 from conftest import fixture_arrays, run_script
-from lenet_eval import EvalGraph, predict
+
 
 CPU = lenet.flow.device("cpu")
 
@@ -76,7 +77,7 @@ def test_mnist_pngs_are_read_exactly_as_evaluation_reads_them(image_sets, traine
 def test_a_big_off_centre_digit_is_made_as_mnist_made_its_digits():
     page = np.full((400, 700), 230, np.uint8)
     page[30:30 + 168, 450:450 + 168] = scaled_digit(factor=6)  # dark on light, far from the centre
-    image = lenet.mnist_like(page.astype(np.float32))
+    image = digit_image.mnist_like(page.astype(np.float32))
     assert image.shape == (28, 28) and image.dtype == np.float32
     assert image.min() == 0 and image.max() == 1  # paper black, strokes white
     rows, cols = np.flatnonzero(image.max(axis=1) > 0), np.flatnonzero(image.max(axis=0) > 0)
@@ -86,12 +87,12 @@ def test_a_big_off_centre_digit_is_made_as_mnist_made_its_digits():
 
 def test_light_on_dark_and_dark_on_light_give_the_same_image():
     dark_on_light = scaled_digit(factor=5).astype(np.float32)
-    a, b = lenet.mnist_like(dark_on_light), lenet.mnist_like(255 - dark_on_light)
+    a, b = digit_image.mnist_like(dark_on_light), digit_image.mnist_like(255 - dark_on_light)
     assert np.abs(a - b).max() < 1e-3  # the same but for rounding (observed 3e-4)
 
 
 def test_the_size_of_the_digit_does_not_matter():
-    small, large = (lenet.mnist_like(scaled_digit(factor=f).astype(np.float32)) for f in (4, 10))
+    small, large = (digit_image.mnist_like(scaled_digit(factor=f).astype(np.float32)) for f in (4, 10))
     assert difference(small, large) < 0.03  # observed 0.012 (of 1)
 
 
@@ -100,8 +101,8 @@ def test_uneven_paper_and_noise_are_not_ink():
     ink = 1 - scaled_digit(factor=5).astype(np.float32) / 255
     y, x = np.mgrid[0:1:140j, 0:1:140j]
     paper = 140 + 100 * x * (1 - 0.5 * y) + rng.normal(0, 5, x.shape)  # 140 to 240 across, grain of 5 levels
-    image = lenet.mnist_like((paper * (1 - 0.8 * ink)).astype(np.float32))
-    clean = lenet.mnist_like(255 * (1 - ink))
+    image = digit_image.mnist_like((paper * (1 - 0.8 * ink)).astype(np.float32))
+    clean = digit_image.mnist_like(255 * (1 - ink))
     assert difference(image, clean) < 0.03  # observed 0.01
     assert (image[clean == 0] > 0.25).sum() <= 3  # no strokes where there is paper (observed 0)
 
@@ -120,16 +121,16 @@ def test_every_mode_and_format_reads_alike(tmp_path, mode, suffix):
     image = Image.fromarray((gray.astype(np.uint16) * 257)) if mode == "I;16" else Image.fromarray(gray).convert(mode)
     path = tmp_path / f"digit{suffix}"
     image.save(path, lossless=True) if suffix == ".webp" else image.save(path)
-    expected = lenet.mnist_like(gray.astype(np.float32))
+    expected = digit_image.mnist_like(gray.astype(np.float32))
     # Mode 1 is dithered (Pillow's default), GIF has 256 colours, JPEG blurs a little.
-    assert difference(lenet.load_image(path)[0], expected) < (0.07 if mode == "1" else 0.02)  # observed 0.043, 0.005
+    assert difference(digit_image.load_image(path)[0], expected) < (0.07 if mode == "1" else 0.02)  # observed 0.043, 0.005
 
 
 def test_transparent_paper_is_white(tmp_path):
     ink = 255 - scaled_digit(factor=4)  # the digit as opacity, over fully transparent black paper
     Image.fromarray(np.dstack([np.zeros_like(ink)] * 3 + [ink]), "RGBA").save(tmp_path / "digit.png")
-    expected = lenet.mnist_like(scaled_digit(factor=4).astype(np.float32))
-    assert np.abs(lenet.load_image(tmp_path / "digit.png")[0] - expected).max() < 0.02
+    expected = digit_image.mnist_like(scaled_digit(factor=4).astype(np.float32))
+    assert np.abs(digit_image.load_image(tmp_path / "digit.png")[0] - expected).max() < 0.02
 
 
 @pytest.mark.parametrize("name, make", [
@@ -144,7 +145,7 @@ def test_transparent_paper_is_white(tmp_path):
 def test_a_blank_page_is_refused_naming_the_file(tmp_path, name, make):
     make().save(tmp_path / name)
     with pytest.raises(lenet.InputError, match=rf"^{re.escape(str(tmp_path / name))}: no digit found"):
-        lenet.load_image(tmp_path / name)
+        digit_image.load_image(tmp_path / name)
 
 
 def png_header(width, height):
@@ -159,7 +160,7 @@ def png_header(width, height):
 def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path, side):
     (tmp_path / "bomb.png").write_bytes(png_header(side, side))
     with pytest.raises(lenet.InputError, match=rf"^{re.escape(str(tmp_path / 'bomb.png'))}: too many pixels"):
-        lenet.load_image(tmp_path / "bomb.png")
+        digit_image.load_image(tmp_path / "bomb.png")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,17 +195,17 @@ def test_accuracy_on_digits_drawn_with_pillow(accuracies):
 def test_one_graph_run_per_batch(model, monkeypatch):
     runs = []
 
-    class CountingGraph(EvalGraph):
+    class CountingGraph(lenet.EvalGraph):
         def __call__(self, images):
             runs.append(images.shape[0])
             return super().__call__(images)
 
-    monkeypatch.setattr(lenet_test, "EvalGraph", CountingGraph)
+    monkeypatch.setattr(lenet, "EvalGraph", CountingGraph)
     images = fixture_arrays()["x_train"][:250, None].astype(np.float32) / 255  # (250, 1, 28, 28)
     probabilities = lenet_test.classify(model, images, 100, CPU)
     assert runs == [100] * 3  # the last one padded; 1,000 images would take 10
     assert probabilities.shape == (250, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
-    logits = predict(EvalGraph(model), images, 100, CPU)
+    logits = lenet.predict(lenet.EvalGraph(model), images, 100, CPU)
     assert np.array_equal(probabilities.argmax(axis=1), logits.argmax(axis=1))
 
 
@@ -246,7 +247,7 @@ def test_several_images_good_and_bad(trained, tmp_path):
     # What the network saw, as 8-bit images.
     for path in good:
         seen = np.asarray(Image.open(tmp_path / "seen" / f"{path.stem}-28x28.png"))
-        assert np.array_equal(seen, np.round(lenet.load_image(path)[0] * 255).astype(np.uint8))
+        assert np.array_equal(seen, np.round(digit_image.load_image(path)[0] * 255).astype(np.uint8))
 
 
 def test_corrupt_files_on_the_command_line(trained, tmp_path):
@@ -293,11 +294,11 @@ ENCODED = encoded_digits()
 
 
 def read_bytes(folder, data):
-    """lenet.load_image on a file holding data: the image (1, 28, 28) or the InputError's message."""
+    """digit_image.load_image on a file holding data: the image (1, 28, 28) or the InputError's message."""
     path = folder / "fuzzed"
     path.write_bytes(data)
     try:
-        image = lenet.load_image(path)
+        image = digit_image.load_image(path)
     except lenet.InputError as e:
         assert str(e).startswith(f"{path}: ") and "\n" not in str(e)
         return str(e)
@@ -339,7 +340,7 @@ def test_fuzz_pixel_arrays(height, width, seed, kind):
     else:
         gray = np.full((height, width), rng.uniform(0, 255))
     try:
-        image = lenet.mnist_like(gray.astype(np.float32))
+        image = digit_image.mnist_like(gray.astype(np.float32))
     except lenet.InputError as e:
         assert str(e).startswith("image: no digit found")
         return
@@ -348,11 +349,11 @@ def test_fuzz_pixel_arrays(height, width, seed, kind):
 
 def test_a_fine_pen_on_a_big_digit_gets_strokes_as_wide_as_mnist():
     rng = np.random.default_rng(5)
-    fine, medium = (lenet.mnist_like(np.asarray(drawn_digit(4, 400, pen, rng), np.float32)) for pen in (0.005, 0.1))
+    fine, medium = (digit_image.mnist_like(np.asarray(drawn_digit(4, 400, pen, rng), np.float32)) for pen in (0.005, 0.1))
     # A 2-pixel line on a 400-pixel digit would be 0.1 pixel wide at 20 pixels: nothing left at half strength.
     assert fine.max() == 1 and 0.6 < (fine >= 0.5).sum() / (medium >= 0.5).sum() < 1.6  # observed 97 / 78 = 1.24
-    ink = lenet.crop_to_ink(lenet.ink_strength(np.asarray(drawn_digit(4, 400, 0.005, rng), np.float32)))
-    assert (lenet.scale_to_20(ink) >= 0.5).sum() == 0  # unwidened, the line fades (observed 0 pixels)
+    ink = digit_image.crop_to_ink(digit_image.ink_strength(np.asarray(drawn_digit(4, 400, 0.005, rng), np.float32)))
+    assert (digit_image.scale_to_20(ink) >= 0.5).sum() == 0  # unwidened, the line fades (observed 0 pixels)
 
 
 def test_top_k_is_at_most_ten(tmp_path):
@@ -365,5 +366,5 @@ def test_a_photo_taken_sideways_is_turned_upright(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: the stored pixels need turning 90 degrees clockwise
     upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "sideways.png", exif=exif)
-    expected = lenet.mnist_like(np.asarray(upright, np.float32))
-    assert difference(lenet.load_image(tmp_path / "sideways.png")[0], expected) < 1e-6  # 0.19 if left sideways
+    expected = digit_image.mnist_like(np.asarray(upright, np.float32))
+    assert difference(digit_image.load_image(tmp_path / "sideways.png")[0], expected) < 1e-6  # 0.19 if left sideways

@@ -7,7 +7,7 @@ from PIL import Image
 
 import lenet
 from conftest import fixture_arrays, run_script
-from lenet_eval import EvalGraph, predict
+
 
 
 def test_train_prints_the_log_and_saves(trained):
@@ -38,7 +38,7 @@ def test_eval_reports_the_accuracy_recounted_by_hand(trained):
     model = lenet.LeNet()
     lenet.CheckPoint(model).load(folder / "lenet_models_1")
     (_, _), (images, labels), _, _ = lenet.load_mnist(folder)
-    logits = predict(EvalGraph(model), images, 7, lenet.flow.device("cpu"))
+    logits = lenet.predict(lenet.EvalGraph(model), images, 7, lenet.flow.device("cpu"))
     assert logits.shape == (200, 10)
     assert f"{100 * np.mean(logits.argmax(1) == labels):.1f}" == f"{accuracy:.1f}"
 
@@ -50,7 +50,7 @@ def test_predicts_a_png_as_evaluation_does(trained, tmp_path):
     model = lenet.LeNet()
     lenet.CheckPoint(model).load(folder / "lenet_models_1")
     (_, _), (images, _), _, _ = lenet.load_mnist(folder)
-    expected = predict(EvalGraph(model), images[chosen], 10, lenet.flow.device("cpu")).argmax(1)
+    expected = lenet.predict(lenet.EvalGraph(model), images[chosen], 10, lenet.flow.device("cpu")).argmax(1)
     predictions = []
     for i in chosen:
         Image.fromarray(raw["x_test"][i]).save(tmp_path / f"{i}.png")

@@ -1,0 +1,176 @@
+"""What OneFlow 0.9 needs before `import oneflow`, and the CPU speed settings. lenet.py imports it first.
+
+A reader of the tutorial can skip this file: nothing here changes what the network computes, only where
+OneFlow finds its libraries and how fast it runs on a CPU. Each speed setting says why in one line; its
+measurement is in BENCHMARKS.md. LENET_SPEEDUPS=0 turns every speed setting off (OneFlow's own behaviour);
+setting any of the environment variables below yourself overrides it.
+"""
+import ctypes
+import importlib.metadata
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SPEEDUPS = os.environ.get("LENET_SPEEDUPS", "1") != "0"
+
+
+def load_cuda_libraries():
+    """Load cuDNN 8 (and through its RPATH cuBLAS 11) from the nvidia-* wheels: `import oneflow` needs them, GPU or not."""
+    spec = importlib.util.find_spec("nvidia.cudnn")
+    if spec is None:
+        return  # a system cuDNN may still be on the library path
+    lib_dir = Path(list(spec.submodule_search_locations)[0]) / "lib"
+    for name in ("ops_infer", "ops_train", "cnn_infer", "cnn_train"):  # dependencies first
+        ctypes.CDLL(str(lib_dir / f"libcudnn_{name}.so.8"), mode=ctypes.RTLD_GLOBAL)
+
+
+def load_mkl():
+    """Load Intel MKL (the mkl wheel) globally; return its path, or None where it is turned off or not installed.
+
+    OneFlow 0.9 calls cblas_sgemm through the dynamic linker, so a BLAS loaded globally first takes those calls
+    from the OpenBLAS inside OneFlow, which has no AVX-512 kernels.
+    """
+    if not SPEEDUPS or os.environ.get("LENET_BLAS", "mkl") != "mkl":
+        return None
+    try:
+        files = importlib.metadata.files("mkl") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    library = next((f.locate().resolve() for f in files if f.name.startswith("libmkl_rt.so")), None)
+    if library is None:
+        return None
+    # OneFlow already runs independent ops on a thread per core; MKL's own threads only crowd them.
+    os.environ.setdefault("MKL_THREADING_LAYER", "SEQUENTIAL")
+    ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+    return library
+
+
+def cpu_flags():
+    """The CPU's feature flags (avx2, avx512f, ...) from /proc/cpuinfo; empty where it is missing (not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        return set()
+
+
+def set_cpu_variables():
+    """Set OneFlow's CPU settings in the environment, where the user has not set them."""
+    if {"avx2", "fma"} <= cpu_flags():
+        # OneFlow's OpenBLAS does not recognise recent CPUs and runs its SSE3 kernels there; Haswell's are AVX2.
+        os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
+    # OneFlow sends element-wise binary ops (bias add, ...) to oneDNN, which runs its slow reference kernel for them.
+    os.environ.setdefault("ONEFLOW_ENABLE_ONEDNN_OPTS", "0")
+    # OneFlow gives its CPU kernels cores - 2 threads unless told, 0 on a 2-core machine.
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    # The convolutions' bias added inside the convolution kernel rather than in a pass of its own.
+    os.environ.setdefault("ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS", "1")
+
+
+# OneFlow prints this line on stderr at every import where there is no InfiniBand (nearly everywhere).
+IBVERBS_NOTICE = "libibverbs not available, ibv_fork_init skipped"
+
+
+def import_oneflow_quietly():
+    """Import oneflow with IBVERBS_NOTICE taken out of its stderr; every other line still reaches stderr.
+
+    A grep process forwards the rest as it comes, so even a crash inside the import shows what it printed.
+    """
+    sys.stderr.flush()
+    try:
+        quiet = subprocess.Popen(["grep", "--line-buffered", "-vxF", IBVERBS_NOTICE], stdin=subprocess.PIPE, stdout=2)
+    except OSError:  # no grep: the notice stays
+        import oneflow  # noqa: F401, PLC0415
+        return
+    saved = os.dup(2)
+    os.dup2(quiet.stdin.fileno(), 2)
+    try:
+        import oneflow  # noqa: F401, PLC0415
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        quiet.stdin.close()
+        quiet.wait()
+
+
+load_cuda_libraries()
+BLAS = load_mkl()
+if SPEEDUPS:
+    set_cpu_variables()
+# OneFlow's C++ log lines (glog) on a machine without a CUDA driver only say that there is none; errors still
+# reach Python as exceptions. GLOG_minloglevel=0 shows them all.
+os.environ.setdefault("GLOG_minloglevel", "3")
+# Linux lists a process's threads here; OneFlow's scheduler is one of those its import starts.
+_THREADS_BEFORE = set(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
+import_oneflow_quietly()
+_THREADS_OF_ONEFLOW = set(os.listdir("/proc/self/task")) - _THREADS_BEFORE if _THREADS_BEFORE is not None else set()
+
+import oneflow as flow  # noqa: E402  (imported above, after the settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# After the import: settings for a model that runs on the CPU.
+
+SCHEDULER_THREAD = None  # the thread id of OneFlow's scheduler once it is niced
+
+
+def _cpu_nanoseconds(tid):
+    """CPU time a thread of this process has used, in ns; None if it has ended."""
+    try:
+        with open(f"/proc/self/task/{tid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def find_scheduler_thread():
+    """The thread id of OneFlow's VM scheduler, or None where it cannot be told (no /proc, or no thread stood out).
+
+    The scheduler is started by `import oneflow` and spins (sched_yield) for as long as any op is unfinished;
+    the other threads the import starts sleep. So it is the one of them that uses CPU time while matrix
+    products are queued, however busy the machine: the products cannot finish without it.
+    """
+    before = {tid: _cpu_nanoseconds(tid) for tid in _THREADS_OF_ONEFLOW}
+    x = flow.ones(256, 256) / 256
+    pending = x
+    for _ in range(20):  # some 10 ms of matrix products, queued without waiting for them
+        pending = pending @ x
+    pending.numpy()
+    used = {tid: _cpu_nanoseconds(tid) - start for tid, start in before.items()
+            if start is not None and _cpu_nanoseconds(tid) is not None}
+    busy = sorted(used, key=used.get, reverse=True)
+    if not busy or used[busy[0]] == 0 or (len(busy) > 1 and used[busy[1]] * 10 > used[busy[0]]):
+        return None
+    return int(busy[0])
+
+
+def on_cpu():
+    """Speed settings for a process that runs its model on the CPU; called once the CPU is chosen (never for a GPU)."""
+    global SCHEDULER_THREAD
+    nice = int(os.environ.get("LENET_SCHEDULER_NICE", "10"))
+    if not SPEEDUPS or nice == 0 or SCHEDULER_THREAD is not None:
+        return
+    tid = find_scheduler_thread()
+    if tid is None:
+        return
+    try:
+        # The scheduler's spinning takes a core from the kernels; at nice 10 it runs when a core is free
+        # (not 19: as fast on an idle machine, and not slower than nice 0 when other jobs hold every core).
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except OSError:  # a sandbox may forbid it; training is then only slower
+        return
+    SCHEDULER_THREAD = tid
+
+
+def forward_in_parts(model, images, dropout_mask):
+    """model(images, dropout_mask), on one CPU in two halves of the batch: the same sums in another order.
+
+    OneFlow deals a graph's CPU ops round-robin to a thread per core, and one chain of ops keeps all but one
+    thread waiting on it; two independent chains keep two busy (1.3 times the images/s on 2 cores).
+    """
+    weight = model.conv1.weight
+    if not SPEEDUPS or weight.is_global or weight.device.type != "cpu":
+        return model(images, dropout_mask)
+    return flow.cat([model(x, mask) for x, mask in zip(images.chunk(2), dropout_mask.chunk(2))])

@@ -1,0 +1,147 @@
+"""oneflow_setup: OneFlow imports quietly, MKL serves its matrix products, its scheduler thread is niced on the CPU,
+the training batch goes through in two halves, and LENET_SPEEDUPS=0 turns every speed setting off.
+(Their speed is measured in benchmarks/bench.py, never here.)"""
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lenet
+import oneflow_setup
+from conftest import CLEAN_ENV, ROOT, initialised
+from lenet import flow
+
+# Import lenet in a fresh process, choose the CPU, run one OneFlow matrix product, then print what was set.
+PROBE = f"""
+import os, sys
+sys.path.insert(0, {str(ROOT)!r})
+import lenet, oneflow_setup
+lenet.choose_device("cpu")
+print("blas", oneflow_setup.BLAS)
+print("scheduler", oneflow_setup.SCHEDULER_THREAD)
+print("niced", sorted(t for t in os.listdir("/proc/self/task") if os.getpriority(os.PRIO_PROCESS, int(t)) != 0))
+print("product", float((lenet.flow.ones(3, 4) @ lenet.flow.ones(4, 5)).sum().numpy()))
+print("omp", os.environ.get("OMP_NUM_THREADS"))
+print("ready", flush=True)
+sys.stdin.read()  # stays alive, for a debugger to look at its threads, until stdin closes
+"""
+
+
+def probe(**env):
+    """Run PROBE with these environment variables added; return ({first word: the rest}, stdout, stderr)."""
+    with subprocess.Popen([sys.executable, "-c", PROBE], env={**CLEAN_ENV, **env}, text=True,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        stdout, stderr = process.communicate("", timeout=300)
+    assert process.returncode == 0, stderr
+    lines = [line.split(" ", 1) for line in stdout.splitlines()]
+    return {words[0]: words[1] if len(words) > 1 else "" for words in lines}, stdout, stderr
+
+
+@pytest.mark.skipif(oneflow_setup.BLAS is None, reason="the mkl wheel is not installed (not an x86-64 machine)")
+def test_mkl_computes_oneflows_matrix_products():
+    values, stdout, _ = probe(MKL_VERBOSE="1")  # MKL prints a line for every call it serves
+    assert values["blas"].endswith(".so.3") and "libmkl_rt" in values["blas"]
+    assert "MKL_VERBOSE SGEMM(N,N,5,3,4," in stdout  # the 3x4 by 4x5 product above (column-major: 5, 3, 4)
+    assert values["product"] == "60.0"
+
+
+@pytest.mark.parametrize("switch", [{"LENET_BLAS": "openblas"}, {"LENET_SPEEDUPS": "0"}])
+def test_oneflows_own_blas_when_mkl_is_turned_off(switch):
+    values, stdout, _ = probe(MKL_VERBOSE="1", **switch)
+    assert values["blas"] == "None"
+    assert "MKL_VERBOSE" not in stdout
+    assert values["product"] == "60.0"
+
+
+def test_speedups_off_leaves_every_setting_as_oneflow_has_it():
+    values, _, _ = probe(LENET_SPEEDUPS="0")
+    assert values["omp"] == "None"  # OneFlow's own thread count
+    assert values["scheduler"] == "None" and values["niced"] == "[]"
+
+
+def test_import_prints_no_ibverbs_notice_but_keeps_oneflows_other_lines():
+    _, _, quiet = probe()
+    assert oneflow_setup.IBVERBS_NOTICE not in quiet
+    assert quiet == ""  # nothing else is printed on a CPU machine either
+    # With glog's INFO lines turned on, OneFlow's own lines from inside the import still get through.
+    _, _, loud = probe(GLOG_minloglevel="0", GLOG_logtostderr="1")
+    assert oneflow_setup.IBVERBS_NOTICE not in loud
+    assert re.search(r"^I\d{8} ", loud, re.MULTILINE)  # a glog INFO line: I<mmdd> <time> ...
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="threads are found through Linux's /proc")
+def test_the_scheduler_thread_alone_runs_at_nice_10():
+    values, _, _ = probe()
+    assert values["scheduler"] != "None"
+    assert values["niced"] == f"['{values['scheduler']}']"
+
+
+def busy_loops(count):
+    """Start count processes that keep a core busy each; return them (kill them when done)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="threads are found through Linux's /proc")
+def test_the_scheduler_thread_is_found_while_other_processes_hold_every_core():
+    loops = busy_loops(os.cpu_count() or 1)
+    try:
+        values, _, _ = probe()
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    assert values["scheduler"] != "None"
+    assert values["niced"] == f"['{values['scheduler']}']"
+
+
+@pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is needed to read the threads' stacks")
+def test_the_niced_thread_is_oneflows_vm_scheduler():
+    with subprocess.Popen([sys.executable, "-c", PROBE], env=CLEAN_ENV, text=True,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        values = {}
+        for line in process.stdout:  # waits for the probe to be ready, however long that takes
+            word, _, rest = line.rstrip("\n").partition(" ")
+            values[word] = rest
+            if word == "ready":
+                break
+        stacks = subprocess.run(["gdb", "-p", str(process.pid), "-batch", "-nx", "-ex", "thread apply all bt 12"],
+                                capture_output=True, text=True, timeout=300).stdout
+        process.communicate("")
+    # gdb prints each thread as "Thread N (Thread 0x... (LWP tid) ...):" followed by its stack.
+    threads = {m[1]: m[2] for m in re.finditer(r"\(LWP (\d+)\)(.*?)(?=\nThread |\Z)", stacks, re.DOTALL)}
+    schedulers = [tid for tid, stack in threads.items() if "oneflow::VirtualMachine::ScheduleLoop" in stack]
+    assert len(schedulers) == 1, stacks[-3000:]
+    assert values["scheduler"] == schedulers[0]
+
+
+def test_scheduler_priority_left_alone_when_turned_off():
+    values, _, _ = probe(LENET_SCHEDULER_NICE="0")
+    assert values["scheduler"] == "None"
+    assert values["niced"] == "[]"
+
+
+def test_a_training_step_in_two_halves_equals_one_over_the_whole_batch(monkeypatch):
+    from lenet_train import TrainGraph  # noqa: PLC0415  (a script's module: imported only here)
+
+    rng = np.random.default_rng(0)
+    batch = (rng.random((10, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 10).astype(np.int32),
+             (np.arange(10) < 7).astype(np.float32), lenet.dropout_mask(rng, 10))  # 3 padding rows
+    initial = {name: p.numpy() for name, p in initialised(0).state_dict().items()}
+    results, parts, cat = [], [], flow.cat
+    monkeypatch.setattr(flow, "cat", lambda tensors, *args, **kwargs: parts.append(len(tensors)) or cat(tensors, *args, **kwargs))
+    for speedups in (True, False):
+        monkeypatch.setattr(oneflow_setup, "SPEEDUPS", speedups)
+        model = initialised(0)
+        graph = TrainGraph(model, flow.optim.SGD(model.parameters(), lr=0.1))
+        loss = graph(*map(flow.tensor, batch)).numpy()
+        results.append((loss, {name: p.numpy() for name, p in model.state_dict().items()}))
+    assert parts == [2]  # the halves were joined once, in the first graph only
+    (loss_halves, halves), (loss_whole, whole) = results
+    assert abs(loss_halves - loss_whole) < 1e-6 and loss_whole > 1.0  # an untrained model's loss: about ln 10
+    for name in whole:
+        assert np.allclose(halves[name], whole[name], rtol=0, atol=1e-6), name
+        assert not np.array_equal(whole[name], initial[name]), name  # the step changed every parameter
