@@ -49,7 +49,7 @@ class TrainGraph(flow.nn.Graph):
 
 
 class Interrupted(Exception):
-    """Training stopped by a signal; args: the signal number, the epoch and step it stopped at."""
+    """Training stopped by a signal; args: the signal number, the epoch and step it stopped at, the last epoch saved."""
 
 
 class StopRequest:
@@ -126,7 +126,7 @@ def train(check_point, train_data, test_data, device, epochs, batch_size, learni
                 bar.write(f"epoch {epoch} step {step} loss {value:.4f}")
             if stop is not None and stop.signum is not None:
                 bar.close()
-                raise Interrupted(stop.signum, epoch, step)
+                raise Interrupted(stop.signum, epoch, step, epoch - 1)
             if step == max_steps:
                 break
         bar.close()
@@ -172,9 +172,10 @@ def main(argv=None):
     except lenet.InputError as e:
         sys.exit(f"error: {e}")
     except Interrupted as e:
-        signum, epoch, step = e.args
-        print(f"interrupted by {signal.Signals(signum).name} at epoch {epoch} step {step}; "
-              f"the last complete epoch is saved in {args.model_dir}; continue with the same command and --resume",
+        signum, epoch, step, saved = e.args
+        print(f"interrupted by {signal.Signals(signum).name} at epoch {epoch} step {step}; " + (
+              f"epoch {saved}, the last complete one, is saved in {args.model_dir}; continue with the same command "
+              f"and --resume" if saved else "nothing is saved yet, as no epoch was complete; run the command again"),
               file=sys.stderr)
         sys.exit(128 + signum)
     if history:

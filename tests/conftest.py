@@ -1,4 +1,5 @@
 """Shared test helpers: the committed digit fixture, running the scripts, and one model trained on the fixture."""
+import contextlib
 import os
 import shutil
 import subprocess
@@ -69,3 +70,38 @@ def weights(model_dir):
     """{name: array} of the model saved in model_dir."""
     model = lenet.load_model(model_dir, lenet.flow.device("cpu"))
     return {name: p.numpy() for name, p in model.state_dict().items()}
+
+
+def assert_fails_cleanly(result, message):
+    """Exit status 1, the last stderr line `error: ...` containing message, and no traceback."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1].startswith("error: ")
+    assert message in result.stderr.splitlines()[-1]
+    assert "Traceback" not in result.stderr
+
+
+@contextlib.contextmanager
+def mounted(*commands):
+    """Run mount commands (root only), yield, and unmount; skip where this machine refuses to mount."""
+    target = commands[0][-1]
+    try:
+        for command in commands:
+            subprocess.run(["mount", *command], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"cannot mount here ({e})")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", target], check=True)
+
+
+@contextlib.contextmanager
+def read_only(folder):
+    """Make folder read-only for this process, as root too (a read-only bind mount)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield
+        folder.chmod(0o755)
+        return
+    with mounted(["--bind", str(folder), str(folder)], ["-o", "remount,ro,bind", str(folder)]):
+        yield

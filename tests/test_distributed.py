@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, TRAIN_FLAGS, initialised, run_script, weights
-from test_failures import mounted
+from conftest import CLEAN_ENV, ROOT, TRAIN_FLAGS, initialised, mounted, run_script, weights
 
 
 def launch(script, *args, cwd, processes=2):
@@ -19,7 +18,7 @@ def launch(script, *args, cwd, processes=2):
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(processes),
                "--master_port", str(port), str(ROOT / script), *map(str, args)]
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(command, cwd=cwd, env=CLEAN_ENV, capture_output=True, text=True, timeout=900)
 
 
 def test_one_step_in_two_processes_equals_one_step_in_one(data_dir):

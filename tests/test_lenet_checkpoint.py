@@ -1,12 +1,18 @@
-"""Checkpoints: save then load, replacing a folder, and the tutorial's own checkpoint layout."""
+"""lenet.CheckPoint: save then load, replacing a folder, the tutorial's own checkpoint layout, and saves that cannot
+be written (a file in the way, a read-only folder, a full disk) leaving the old model as it was."""
+import errno
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import lenet
-from conftest import initialised, logits
+from conftest import FIXTURE, initialised, logits, mounted, read_only
 from lenet import flow
+
+CPU = flow.device("cpu")
+
 
 def test_save_then_load_gives_identical_logits(tmp_path):
     saved, loaded = initialised(1), initialised(2)
@@ -19,7 +25,6 @@ def test_save_then_load_gives_identical_logits(tmp_path):
     plain.load_state_dict(flow.load(str(tmp_path / "model")))
     assert np.array_equal(logits(saved), logits(plain))
 
-
 def test_save_replaces_an_existing_model_and_leaves_nothing_beside_it(tmp_path):
     first, second, loaded = initialised(1), initialised(2), initialised(3)
     lenet.CheckPoint(first).save(tmp_path / "model")
@@ -30,7 +35,6 @@ def test_save_replaces_an_existing_model_and_leaves_nothing_beside_it(tmp_path):
     lenet.CheckPoint(loaded).load(tmp_path / "model")
     assert np.array_equal(logits(second), logits(loaded))
 
-
 def test_save_onto_a_file_is_refused(tmp_path):
     (tmp_path / "model").write_text("precious")
     with pytest.raises(lenet.InputError, match=f"cannot save the model to {tmp_path / 'model'}: it is a file"):
@@ -38,14 +42,12 @@ def test_save_onto_a_file_is_refused(tmp_path):
     assert (tmp_path / "model").read_text() == "precious"
     assert os.listdir(tmp_path) == ["model"]
 
-
 def test_load_without_a_model(tmp_path):
     with pytest.raises(lenet.InputError, match=f"no model at {tmp_path / 'none'} \\(run lenet_train.py first\\)"):
         lenet.CheckPoint(initialised(1)).load(tmp_path / "none")
     (tmp_path / "empty").mkdir()
     with pytest.raises(lenet.InputError, match="neither pickled_data nor snapshot_done"):
         lenet.CheckPoint(initialised(1)).load(tmp_path / "empty")
-
 
 def write_legacy(folder, model, meta):
     """Write model's weights as the tutorial's flow.train.CheckPoint did: snapshot_done, NAME/out (and NAME/meta)."""
@@ -62,7 +64,6 @@ def write_legacy(folder, model, meta):
     step.mkdir()
     (step / "out").write_bytes(np.int64(1200).tobytes())
 
-
 @pytest.mark.parametrize("meta", [True, False])
 def test_loads_the_tutorials_checkpoint_layout(tmp_path, meta):
     saved, loaded = initialised(1), initialised(2)
@@ -70,16 +71,54 @@ def test_loads_the_tutorials_checkpoint_layout(tmp_path, meta):
     lenet.CheckPoint(loaded).load(tmp_path / "lenet_models_1")
     assert np.array_equal(logits(saved), logits(loaded))
 
-
 def test_legacy_folder_with_a_wrong_shape(tmp_path):
     write_legacy(tmp_path / "model", initialised(1), meta=False)
     (tmp_path / "model" / "dense2-weight" / "out").write_bytes(np.zeros(10 * 500, "<f4").tobytes())
     with pytest.raises(lenet.InputError, match="dense2-weight/out holds 5000 floats, dense2-weight needs 5120"):
         lenet.CheckPoint(initialised(2)).load(tmp_path / "model")
 
-
 def test_new_format_from_another_network(tmp_path):
     other = flow.nn.Linear(3, 4)
     flow.save({"conv1.weight": other.weight}, str(tmp_path / "model"))
     with pytest.raises(lenet.InputError, match=f"cannot load the model at {tmp_path / 'model'} "):
         lenet.CheckPoint(initialised(1)).load(tmp_path / "model")
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A folder with the fixture's data and a model (seed 1) saved at ./model; returns the folder."""
+    (tmp_path / "mnist.npz").write_bytes(FIXTURE.read_bytes())
+    lenet.CheckPoint(initialised(1)).save(tmp_path / "model")
+    return tmp_path
+
+def test_unreadable_model(saved, monkeypatch):
+    pickled = saved / "model" / "pickled_data"
+    if os.geteuid() != 0:
+        pickled.chmod(0)
+    else:  # root reads any file: refuse it the way the kernel would
+        read_bytes = Path.read_bytes
+        monkeypatch.setattr(Path, "read_bytes", lambda self: (_ for _ in ()).throw(
+            PermissionError(errno.EACCES, "Permission denied", str(self))) if self == pickled else read_bytes(self))
+    with pytest.raises(lenet.InputError, match=f"cannot load the model at {saved / 'model'} .*Permission denied"):
+        lenet.CheckPoint(lenet.LeNet()).load(saved / "model")
+
+def test_save_into_a_read_only_folder(saved):
+    before = logits(lenet.load_model(saved / "model", CPU))
+    with read_only(saved):
+        with pytest.raises(lenet.InputError, match=f"cannot save the model to {saved / 'model'} \\(Read-only file system|Permission denied"):
+            lenet.CheckPoint(initialised(2)).save(saved / "model")
+    assert np.array_equal(logits(lenet.load_model(saved / "model", CPU)), before)
+    assert sorted(os.listdir(saved)) == ["mnist.npz", "model"]
+
+def test_save_onto_a_full_disk(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    with mounted(["-t", "tmpfs", "-o", "size=10m", "tmpfs", str(disk)]):
+        lenet.CheckPoint(initialised(1)).save(disk / "model")  # 6.7 MB: a second one does not fit
+        before = logits(lenet.load_model(disk / "model", CPU))
+        with pytest.raises(lenet.InputError, match=f"cannot save the model to {disk / 'model'} \\(No space left on device\\)"):
+            lenet.CheckPoint(initialised(2)).save(disk / "model")
+        assert np.array_equal(logits(lenet.load_model(disk / "model", CPU)), before)
+        assert os.listdir(disk) == ["model"]  # the half-written new folder is gone

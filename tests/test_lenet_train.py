@@ -1,0 +1,274 @@
+"""lenet_train.py: the log, the model it saves, its flags, padding left out of the loss, --metrics, resuming,
+signals and a diverging loss."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lenet
+from conftest import CLEAN_ENV, FIXTURE, ROOT, assert_fails_cleanly, fixture_arrays, initialised, run_script, weights
+from lenet import flow
+from lenet_train import TrainGraph
+
+
+def test_train_prints_the_log_and_saves(trained):
+    folder, stdout = trained
+    lines = stdout.splitlines()
+    assert lines[:2] == ["device cpu (no GPU found)", "File mnist.npz already exist, path: ./mnist.npz"]
+    # 1,000 digits in batches of 50: 20 steps an epoch, the loss printed every 20 steps.
+    assert [line.split(" loss ")[0] for line in lines if " step " in line] == [
+        f"epoch {e} step {20 * e}" for e in range(1, 7)]
+    epochs = [re.fullmatch(r"epoch (\d) loss ([\d.]+) test accuracy ([\d.]+)% images/s (\d+)", line)
+              for line in lines if "test accuracy" in line]
+    assert all(epochs) and [int(m[1]) for m in epochs] == [1, 2, 3, 4, 5, 6]
+    losses = [float(m[2]) for m in epochs]
+    assert losses[-1] < losses[0] / 2  # observed 2.63 -> 0.34
+    assert lines[-1] == "model saved to ./lenet_models_1"
+    assert (folder / "lenet_models_1" / "pickled_data").is_file()
+
+
+@pytest.mark.parametrize("flag", ["--epochs=0", "--epochs=-2", "--batch-size=-5", "--learning-rate=0",
+                                  "--learning-rate=-0.1", "--learning-rate=nan", "--learning-rate=inf"])
+def test_train_refuses_bad_flags(tmp_path, flag):
+    result = run_script("lenet_train.py", flag, cwd=tmp_path)
+    name, value = flag.split("=")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].endswith(f"argument {name}: invalid positive_{'int' if name != '--learning-rate' else 'float'} value: '{value}'")
+
+
+def test_smoke_run_with_max_steps(data_dir):
+    result = run_script("lenet_train.py", "--data-dir", data_dir, "--max-steps", 3, "--log-interval", 1,
+                        "--batch-size", 64, "--model-dir", data_dir / "model", cwd=data_dir)
+    assert result.returncode == 0, result.stderr
+    assert [line.split(" loss")[0] for line in result.stdout.splitlines() if " step " in line] == [
+        "epoch 1 step 1", "epoch 1 step 2", "epoch 1 step 3"]
+    assert result.stdout.splitlines()[-1] == f"model saved to {data_dir / 'model'}"
+
+
+def test_save_target_is_a_file(tmp_path):
+    (tmp_path / "mnist.npz").write_bytes(FIXTURE.read_bytes())
+    (tmp_path / "model").write_text("precious")
+    result = run_script("lenet_train.py", "--max-steps", 1, "--model-dir", "model", cwd=tmp_path)
+    assert_fails_cleanly(result, "cannot save the model to model: it is a file, not a folder")
+    assert (tmp_path / "model").read_text() == "precious"
+    assert sorted(os.listdir(tmp_path)) == ["mnist.npz", "model"]
+
+
+def train_step(batch, real):
+    """One TrainGraph step from the seed-0 model on batch (images, labels, dropout masks) with the first `real` rows
+    weighted 1 and the rest 0; return (loss, {name: weights after the step})."""
+    model = initialised(0)
+    graph = TrainGraph(model, flow.optim.SGD(model.parameters(), lr=0.1))
+    images, labels, masks = batch
+    weights = (np.arange(len(images)) < real).astype(np.float32)
+    loss = graph(*map(flow.tensor, (images, labels, weights, masks))).numpy()
+    return loss, {name: p.numpy() for name, p in model.state_dict().items()}
+
+
+def test_padding_rows_are_left_out_of_the_loss_and_the_step():
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((10, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 10).astype(np.int32)
+    masks = lenet.dropout_mask(rng, 10)
+    loss_real, real = train_step((images[:7], labels[:7], masks[:7]), 7)  # the 7 real rows alone
+    loss_padded, padded = train_step((images, labels, masks), 7)  # the same 7, then 3 rows of padding
+    assert abs(loss_padded - loss_real) < 1e-6
+    for name in real:
+        assert np.allclose(padded[name], real[name], rtol=0, atol=1e-6), name
+    loss_counted, _ = train_step((images, labels, masks), 10)  # were the 3 rows counted, it would differ
+    assert abs(loss_counted - loss_real) > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# --metrics
+
+def test_train_writes_one_metrics_line_per_epoch(tmp_path):
+    raw = fixture_arrays()  # sorted by digit: every 10th is 10 training and 2 test digits of each class
+    np.savez(tmp_path / "mnist.npz", x_train=raw["x_train"][::10], y_train=raw["y_train"][::10],
+             x_test=raw["x_test"][::10], y_test=raw["y_test"][::10])
+    result = run_script("lenet_train.py", "--epochs", 3, "--batch-size", 50, "--metrics", "metrics.jsonl", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [record["epoch"] for record in records] == [1, 2, 3]
+    assert all(set(record) == {"epoch", "loss", "accuracy", "images_per_second"} for record in records)
+    printed = [line for line in result.stdout.splitlines() if "test accuracy" in line]
+    assert printed == [f"epoch {r['epoch']} loss {r['loss']:.4f} test accuracy {r['accuracy']:.1f}% "
+                       f"images/s {r['images_per_second']:.0f}" for r in records]
+
+
+def test_train_cannot_write_the_metrics(data_dir):
+    result = run_script("lenet_train.py", "--metrics", "missing/metrics.jsonl", "--max-steps", 1, cwd=data_dir)
+    assert_fails_cleanly(result, "cannot write missing/metrics.jsonl (No such file or directory)")
+    assert not (data_dir / "lenet_models_1").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming, signals and a diverging loss
+
+# 300 training digits in batches of 40: 8 steps an epoch, the last of 20 digits and 20 rows of padding.
+TRAIN = ["--epochs", 4, "--batch-size", 40, "--log-interval", 2]
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """A folder with an mnist.npz of 300 training and 100 test digits from the fixture."""
+    folder = tmp_path_factory.mktemp("small")
+    raw = fixture_arrays()
+    train, test = np.arange(0, 1000, 10)[:, None] + np.arange(3), np.arange(0, 200, 2)  # 30 and 10 of each digit
+    np.savez(folder / "mnist.npz", x_train=raw["x_train"][train.ravel()], y_train=raw["y_train"][train.ravel()],
+             x_test=raw["x_test"][test], y_test=raw["y_test"][test])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_data):
+    """The weights after 4 epochs in one run, and its stdout."""
+    result = run_script("lenet_train.py", *TRAIN, "--model-dir", "whole", "--metrics", "whole.jsonl", cwd=small_data)
+    assert result.returncode == 0, result.stderr
+    assert [line.split(" loss")[0] for line in result.stdout.splitlines() if " step " in line][:4] == [
+        "epoch 1 step 2", "epoch 1 step 4", "epoch 1 step 6", "epoch 1 step 8"]  # 8 steps: the last one short
+    return weights(small_data / "whole"), result.stdout
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name  # CPU kernels are deterministic: bit for bit
+
+
+def test_resume_after_two_epochs_equals_an_uninterrupted_run(small_data, uninterrupted):
+    flags = [*TRAIN, "--model-dir", "halves", "--metrics", "halves.jsonl"]
+    first = run_script("lenet_train.py", *flags[:1], 2, *flags[2:], cwd=small_data)
+    assert first.returncode == 0, first.stderr
+    second = run_script("lenet_train.py", *flags, "--resume", cwd=small_data)
+    assert second.returncode == 0, second.stderr
+    assert [line.split(" loss")[0] for line in second.stdout.splitlines() if "test accuracy" in line] == [
+        "epoch 3", "epoch 4"]
+    assert_same_weights(weights(small_data / "halves"), uninterrupted[0])
+    # --metrics is appended to on --resume: the four epochs, with the uninterrupted run's losses and accuracies.
+    records = [json.loads(line) for line in (small_data / "halves.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (small_data / "whole.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["loss"], r["accuracy"]) for r in records] == [
+        (r["epoch"], r["loss"], r["accuracy"]) for r in expected] and len(records) == 4
+    again = run_script("lenet_train.py", *flags, "--resume", cwd=small_data)
+    assert again.returncode == 0 and again.stdout.splitlines()[-1] == "halves is already trained for 4 epochs"
+
+
+# Runs lenet_train.main(argv[2:]) with a pause: when `lenet.<argv[1]>` is called for the first time, it prints
+# "paused" and waits for a line on stdin, so that a test can send a signal at a known moment of training; from
+# then on it prints "handled" when lenet_train's signal handler has run and returned.
+PAUSED_TRAINING = """
+import signal, sys, lenet, lenet_train
+name, function = sys.argv[1], getattr(lenet, sys.argv[1])
+def paused(*args, **kwargs):
+    setattr(lenet, name, function)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        signal.signal(signum, lambda *a, handler=handler: (handler(*a), print("handled", flush=True)))
+    print("paused", flush=True)
+    sys.stdin.readline()
+    return function(*args, **kwargs)
+setattr(lenet, name, paused)
+lenet_train.main(sys.argv[2:])
+"""
+
+
+@pytest.fixture
+def start_paused():
+    """start(folder, pause_at, *flags): lenet_train.py with flags, paused at the first call of lenet.<pause_at>;
+    returns the process once paused. Whatever is still running at the end of the test is killed."""
+    processes = []
+
+    def start(folder, pause_at, *flags):
+        process = subprocess.Popen([sys.executable, "-c", PAUSED_TRAINING, pause_at, *map(str, flags)], cwd=folder,
+                                   text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   env={**CLEAN_ENV, "PYTHONPATH": str(ROOT)})
+        processes.append(process)
+        for line in process.stdout:
+            if line == "paused\n":
+                return process
+        raise AssertionError(process.stderr.read())
+
+    yield start
+    for process in processes:
+        process.kill()
+        process.communicate()
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_keeps_the_last_epoch_and_resume_finishes_the_run(small_data, uninterrupted, start_paused, signum, status):
+    model_dir = f"stopped-{signum}"
+    # lenet.evaluate runs at the end of epoch 1: the signal arrives there, and training stops in epoch 2.
+    process = start_paused(small_data, "evaluate", *TRAIN, "--model-dir", model_dir)
+    process.send_signal(signum)
+    stdout, stderr = process.communicate("go\n", timeout=300)
+    assert process.returncode == status
+    assert stderr.splitlines()[-1] == (f"interrupted by {signal.Signals(signum).name} at epoch 2 step 9; epoch 1, the "
+                                       f"last complete one, is saved in {model_dir}; continue with the same command "
+                                       f"and --resume")
+    assert "Traceback" not in stderr
+    assert (small_data / model_dir / "training_state").is_dir()
+    assert not [name for name in os.listdir(small_data) if name.endswith(".saving")]
+    resumed = run_script("lenet_train.py", *TRAIN, "--model-dir", model_dir, "--resume", cwd=small_data)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_weights(weights(small_data / model_dir), uninterrupted[0])
+
+
+def test_a_signal_in_the_first_epoch_says_that_nothing_is_saved(small_data, start_paused):
+    process = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "first")  # in the first step
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate("go\n", timeout=300)
+    assert process.returncode == 130
+    assert stderr.splitlines()[-1] == ("interrupted by SIGINT at epoch 1 step 1; nothing is saved yet, as no epoch "
+                                       "was complete; run the command again")
+    assert not (small_data / "first").exists()
+
+
+def test_a_second_ctrl_c_exits_at_once(small_data, start_paused):
+    process = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "twice")  # in the first step
+    process.send_signal(signal.SIGINT)
+    assert process.stdout.readline() == "handled\n"
+    process.send_signal(signal.SIGINT)
+    # Still paused inside the step (its stdin stays open and empty): only an exit at once can end it.
+    assert process.wait(timeout=300) == 130
+    stderr = process.stderr.read()
+    assert "interrupted by" not in stderr and "Traceback" not in stderr
+    assert not (small_data / "twice").exists()
+
+
+def test_resume_refuses_other_flags_or_no_state(small_data, uninterrupted):
+    for flag, value, saved in [("--batch-size", 30, 40), ("--learning-rate", 0.05, 0.1), ("--seed", 7, 0)]:
+        result = run_script("lenet_train.py", *TRAIN, "--model-dir", "whole", "--resume", flag, value, cwd=small_data)
+        assert_fails_cleanly(result, f"{flag} {value} differs from the {saved} that whole was trained with")
+    lenet.CheckPoint(lenet.LeNet()).save(small_data / "bare")
+    result = run_script("lenet_train.py", "--model-dir", "bare", "--resume", cwd=small_data)
+    assert_fails_cleanly(result, "bare holds no training state to resume from")
+
+
+def test_resume_after_a_max_steps_run(small_data, uninterrupted):
+    # Stopped within epoch 2: the model is saved, but not as a complete epoch to resume from.
+    result = run_script("lenet_train.py", *TRAIN, "--model-dir", "partial", "--max-steps", 11, cwd=small_data)
+    assert result.returncode == 0, result.stderr
+    result = run_script("lenet_train.py", *TRAIN, "--model-dir", "partial", "--resume", cwd=small_data)
+    assert_fails_cleanly(result, "partial holds no training state to resume from")
+    # Stopped at the end of epoch 2: resumable, and the run finishes as an uninterrupted one.
+    result = run_script("lenet_train.py", *TRAIN, "--model-dir", "two", "--max-steps", 16, cwd=small_data)
+    assert result.returncode == 0, result.stderr
+    result = run_script("lenet_train.py", *TRAIN, "--model-dir", "two", "--resume", cwd=small_data)
+    assert result.returncode == 0, result.stderr
+    assert_same_weights(weights(small_data / "two"), uninterrupted[0])
+
+
+def test_a_diverging_loss_stops_training_and_keeps_the_last_good_model(small_data, uninterrupted):
+    before = (small_data / "whole" / "pickled_data").read_bytes()
+    result = run_script("lenet_train.py", *TRAIN, "--model-dir", "whole", "--learning-rate", 1e9, cwd=small_data)
+    assert result.returncode == 1
+    message = result.stderr.splitlines()[-1]
+    assert re.match(r"error: the loss became (nan|inf) at epoch 1 step 2: training diverged", message)  # observed inf
+    assert "try a lower --learning-rate than 1000000000.0" in message and "Traceback" not in result.stderr
+    assert before == (small_data / "whole" / "pickled_data").read_bytes()
+    assert_same_weights(weights(small_data / "whole"), uninterrupted[0])

@@ -1,0 +1,175 @@
+"""safe_files: a folder replaced atomically (SIGKILL at each step of a save leaves the old model or the new one), a
+stale half-written folder removed by the next save, the fallback without renameat2, and downloads that appear
+whole or not at all."""
+import contextlib
+import hashlib
+import http.server
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import lenet
+import safe_files
+from conftest import CLEAN_ENV, FIXTURE, ROOT, initialised, logits
+from lenet import flow
+
+CPU = flow.device("cpu")
+
+# Saves the model of seed 2 (with a training state) over the folder argv[1], stopping before and after each step
+# of the save: it prints "at STEP" and goes on only when a line arrives on stdin.
+PAUSED_SAVE = """
+import os, sys, lenet, safe_files
+
+def pause(step, function, after=False, when=lambda *args: True):
+    def paused(*args):
+        if not after and when(*args):
+            print("at", step, flush=True); sys.stdin.readline()
+        result = function(*args)
+        if after and when(*args):
+            print("at", step, flush=True); sys.stdin.readline()
+        return result
+    return paused
+
+model = lenet.LeNet()
+lenet.CheckPoint(model).init(2)
+lenet.flow.save = pause("flow.save", lenet.flow.save)
+safe_files.fsync_tree = pause("fsync_tree", safe_files.fsync_tree)
+safe_files.exchange = pause("exchange", safe_files.exchange)
+safe_files.exchange = pause("exchanged", safe_files.exchange, after=True)
+parent = os.path.dirname(sys.argv[1])  # the last flush, of the folder that holds the model
+safe_files.fsync_dir = pause("fsync_dir", safe_files.fsync_dir, when=lambda folder: str(folder) == parent)
+print("at start", flush=True); sys.stdin.readline()
+lenet.CheckPoint(model).save(sys.argv[1], dict(epoch=1))
+print("at saved", flush=True); sys.stdin.readline()
+"""
+# The steps in order, (step, how many times it has been reached): the new model is in place from "exchanged" on.
+STEPS = [("start", 1), ("flow.save", 1), ("flow.save", 2), ("fsync_tree", 1), ("exchange", 1), ("exchanged", 1),
+         ("fsync_dir", 1), ("saved", 1)]
+
+
+def kill_at(folder, step, count):
+    """Run PAUSED_SAVE onto folder/model and SIGKILL it when it reaches step for the count-th time."""
+    process = subprocess.Popen([sys.executable, "-c", PAUSED_SAVE, str(folder / "model")], cwd=folder, text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**CLEAN_ENV, "PYTHONPATH": str(ROOT)})
+    reached = []
+    for line in process.stdout:
+        reached.append(line.split()[1])
+        if reached.count(step) == count:
+            break
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    process.kill()
+    process.wait()
+    return reached
+
+
+def test_sigkill_at_each_step_of_a_save_leaves_the_old_model_or_the_new_one(tmp_path):
+    old, new = logits(initialised(1)), logits(initialised(2))
+    for number, (step, count) in enumerate(STEPS):
+        lenet.CheckPoint(initialised(1)).save(tmp_path / "model")
+        reached = kill_at(tmp_path, step, count)
+        assert reached == [name for name, _ in STEPS[:number + 1]]  # every step ran in this order, up to the kill
+        found = logits(lenet.load_model(tmp_path / "model", CPU))
+        exchanged = number >= STEPS.index(("exchanged", 1))
+        assert np.array_equal(found, new if exchanged else old), step
+        assert sorted(os.listdir(tmp_path)) in (["model"], [".model.saving", "model"])
+
+
+def test_the_next_save_removes_a_half_written_folder(tmp_path):
+    lenet.CheckPoint(initialised(1)).save(tmp_path / "model")
+    kill_at(tmp_path, "exchange", 1)  # killed with the new model and its training state written beside the old one
+    assert sorted(os.listdir(tmp_path)) == [".model.saving", "model"]
+    assert (tmp_path / ".model.saving" / lenet.TRAINING_STATE).is_dir()
+    model = initialised(3)
+    lenet.CheckPoint(model).save(tmp_path / "model")  # no training state
+    assert os.listdir(tmp_path) == ["model"]
+    loaded = lenet.LeNet()
+    assert lenet.CheckPoint(loaded).load(tmp_path / "model") is None  # nothing of the half-written folder came along
+    assert np.array_equal(logits(loaded), logits(model))
+
+
+def test_without_renameat2_the_folders_are_swapped_by_three_renames(tmp_path, monkeypatch):
+    renames = []
+    monkeypatch.setattr(safe_files, "renameat2_exchange", lambda a, b: False)  # an old kernel or file system
+    monkeypatch.setattr(os, "rename", lambda a, b, rename=os.rename: renames.append((a, b)) or rename(a, b))
+    lenet.CheckPoint(initialised(1)).save(tmp_path / "model")
+    lenet.CheckPoint(initialised(2)).save(tmp_path / "model")
+    model, new, aside = tmp_path / "model", tmp_path / ".model.saving", tmp_path / "model.old"
+    assert renames == [(new, model), (model, aside), (new, model), (aside, new)]  # the first save, then the swap
+    assert os.listdir(tmp_path) == ["model"]
+    assert np.array_equal(logits(lenet.load_model(model, CPU)), logits(initialised(2)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Downloads
+
+@contextlib.contextmanager
+def serving():
+    """An HTTP server on 127.0.0.1 serving the fixture at /mnist.npz, 404 elsewhere; yields its base URL.
+
+    /cut.npz announces the whole file and hangs up midway; /silent.npz answers its headers, then sends nothing
+    until the test ends.
+    """
+    body, done = FIXTURE.read_bytes(), threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.path not in ("/mnist.npz", "/cut.npz", "/silent.npz"):
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.path == "/silent.npz":
+                done.wait()
+            self.wfile.write(body if self.path == "/mnist.npz" else body[:len(body) // 2])
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    done.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    with serving() as url:
+        yield url
+
+
+FIXTURE_SHA256 = hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
+FIXTURE_SIZE = FIXTURE.stat().st_size
+
+
+def test_a_download_appears_whole(tmp_path, server):
+    safe_files.download(f"{server}/mnist.npz", tmp_path / "new" / "mnist.npz", FIXTURE_SHA256)
+    assert (tmp_path / "new" / "mnist.npz").read_bytes() == FIXTURE.read_bytes()
+    assert os.listdir(tmp_path / "new") == ["mnist.npz"]
+
+
+@pytest.mark.parametrize("name, sha256, reason", [
+    ("mnist.npz", "0" * 64, f"SHA-256 {FIXTURE_SHA256} is not the expected {'0' * 64}"),
+    ("missing.npz", FIXTURE_SHA256, "HTTP Error 404"),
+    ("cut.npz", FIXTURE_SHA256, f"got {FIXTURE_SIZE // 2} of {FIXTURE_SIZE} bytes"),
+    ("silent.npz", FIXTURE_SHA256, "timed out"),
+])
+def test_a_failed_download_leaves_nothing(tmp_path, server, monkeypatch, name, sha256, reason):
+    monkeypatch.setattr(safe_files, "TIMEOUT", 0.5)  # seconds without a byte from the server
+    with pytest.raises(OSError, match=reason):
+        safe_files.download(f"{server}/{name}", tmp_path / "mnist.npz", sha256)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_offline(tmp_path):
+    closed_port = "http://127.0.0.1:9/mnist.npz"  # the discard port: nothing listens here
+    with pytest.raises(OSError, match="Connection refused"):
+        safe_files.download(closed_port, tmp_path / "mnist.npz", FIXTURE_SHA256)
+    assert list(tmp_path.iterdir()) == []
