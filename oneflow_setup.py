@@ -115,6 +115,7 @@ import oneflow as flow  # noqa: E402  (imported above, after the settings)
 # 8.6 and no PTX: 8.9 (Ada) runs the 8.6 code, 9.0 and newer (Hopper, Blackwell) abort at the first kernel.
 
 CAPABILITIES = ((6, 0), (8, 9))  # the lowest and highest compute capability OneFlow 0.9.0 runs on
+NVIDIA_DRIVER = "/proc/driver/nvidia/version"  # Linux's note of the NVIDIA driver it has loaded
 
 
 def gpus():
@@ -131,7 +132,7 @@ def nvidia_driver():
     if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
         return None
     try:
-        with open("/proc/driver/nvidia/version") as f:
+        with open(NVIDIA_DRIVER) as f:
             words = f.readline().split("Kernel Module", 1)[-1].split()
     except OSError:
         return None
@@ -145,7 +146,7 @@ def gpu_problem(number, gpus):
         name, capability = gpus[number]
         if lowest <= capability <= highest:
             return None
-        return (f"cuda:{number} is an {name}, compute capability {capability[0]}.{capability[1]}; OneFlow {version} "
+        return (f"cuda:{number} ({name}) has compute capability {capability[0]}.{capability[1]}; OneFlow {version} "
                 f"runs on {lowest[0]}.{lowest[1]} to {highest[0]}.{highest[1]}")
     if gpus:
         return f"OneFlow sees {len(gpus)} GPU(s)"
