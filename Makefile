@@ -8,7 +8,7 @@ train: $(VENV)/.installed
 	$(PYTHON) lenet_train.py $(ARGS)
 
 test: $(VENV)/.installed
-	$(PYTHON) -m pytest -q tests $(ARGS)
+	$(PYTHON) -m pytest -q -rs tests $(ARGS)
 
 # Each candidate is run, not just looked up: a pyenv shim exists even for versions it will not run.
 $(VENV)/.installed: requirements.txt

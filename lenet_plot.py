@@ -1,22 +1,25 @@
-"""Draw the loss and the test accuracy of each epoch, as lenet_train.py --metrics wrote them, to a PNG (Pillow only).
+"""Draw the loss and the test accuracy of each epoch, as lenet_train.py --metrics wrote them, to a PNG.
 
     python lenet_train.py --epochs 5 --metrics metrics.jsonl
     python lenet_plot.py metrics.jsonl metrics.png
 """
 import argparse
 import json
-import math
 import sys
 
-from PIL import Image, ImageDraw, ImageFont
+import matplotlib
 
-import lenet
+matplotlib.use("Agg")  # drawn to files, with no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+import lenet  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("metrics", help="JSON lines of lenet_train.py --metrics: epoch, loss, accuracy (%%), images_per_second")
 parser.add_argument("out", help="PNG file to write, replacing it: 800x320 pixels, loss left, test accuracy right")
 
-PLOT_WIDTH, PLOT_HEIGHT = 800, 320  # pixels: two panels side by side, loss on the left, test accuracy on the right
+PLOT_WIDTH, PLOT_HEIGHT, DPI = 800, 320, 100  # pixels, and pixels per inch (matplotlib sizes figures in inches)
 METRIC_KEYS = ("epoch", "loss", "accuracy", "images_per_second")
 
 
@@ -44,77 +47,27 @@ def read_metrics(path):
     return records
 
 
-def nice_ticks(low, high, count=5, integer=False):
-    """Return about count evenly spaced round values (steps of 1, 2 or 5 times a power of ten) covering low..high."""
-    if high <= low:  # one value: widen around it
-        low, high = low - max(abs(low) * 0.1, 1.0), high + max(abs(high) * 0.1, 1.0)
-    raw = (high - low) / count
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    if integer:
-        step = max(1, round(step))
-    first, last = math.floor(low / step + 1e-9), math.ceil(high / step - 1e-9)
-    return [i * step for i in range(first, last + 1)]
-
-
-def _tick_label(value, step):
-    decimals = max(0, -math.floor(math.log10(step))) if step < 1 else 0
-    return f"{value:.{decimals}f}"
-
-
-def _draw_panel(draw, box, xs, ys, title, color, font):
-    """Draw one line chart in box (left, top, right, bottom pixels): title, y grid and ticks, x axis "epoch", the line."""
-    left, top, right, bottom = box
-    area = (left + 56, top + 30, right - 18, bottom - 42)  # the plot area inside the tick labels and titles
-    x_ticks = nice_ticks(min(xs), max(xs), count=min(max(len(xs), 4), 8), integer=True)
-    y_ticks = nice_ticks(min(ys), max(ys), count=5)
-
-    def to_pixel(x, y):
-        pad = 8  # keeps the first and last points off the axes
-        px = area[0] + pad + (x - x_ticks[0]) / (x_ticks[-1] - x_ticks[0]) * (area[2] - area[0] - 2 * pad)
-        py = area[3] - (y - y_ticks[0]) / (y_ticks[-1] - y_ticks[0]) * (area[3] - area[1])
-        return px, py
-
-    draw.text(((left + right) / 2, top + 8), title, fill="black", font=font, anchor="ma")
-    for y in y_ticks:
-        _, py = to_pixel(x_ticks[0], y)
-        draw.line([(area[0], py), (area[2], py)], fill=(225, 225, 225))
-        draw.text((area[0] - 6, py), _tick_label(y, y_ticks[1] - y_ticks[0]), fill="black", font=font, anchor="rm")
-    for x in x_ticks:
-        px, _ = to_pixel(x, y_ticks[0])
-        draw.line([(px, area[3]), (px, area[3] + 4)], fill="black")
-        draw.text((px, area[3] + 7), str(x), fill="black", font=font, anchor="ma")
-    draw.line([(area[0], area[1]), (area[0], area[3]), (area[2], area[3])], fill="black")
-    draw.text(((area[0] + area[2]) / 2, area[3] + 24), "epoch", fill="black", font=font, anchor="ma")
-    points = [to_pixel(x, y) for x, y in zip(xs, ys)]
-    if len(points) > 1:
-        draw.line(points, fill=color, width=2, joint="curve")
-    for px, py in points:
-        draw.ellipse([(px - 3, py - 3), (px + 3, py + 3)], fill=color)
-
-
 def plot_metrics(records):
-    """Return a PLOT_WIDTH x PLOT_HEIGHT RGB image: mean training loss and test accuracy (%) against the epoch."""
-    image = Image.new("RGB", (PLOT_WIDTH, PLOT_HEIGHT), "white")
-    draw = ImageDraw.Draw(image)
-    font = ImageFont.load_default(size=13)
-    epochs = [record["epoch"] for record in records]
-    last = records[-1]
-    half = PLOT_WIDTH // 2
-    _draw_panel(draw, (0, 0, half, PLOT_HEIGHT), epochs, [record["loss"] for record in records],
-                f"training loss (mean cross-entropy), last {last['loss']:.4f}", (31, 119, 180), font)
-    _draw_panel(draw, (half, 0, PLOT_WIDTH, PLOT_HEIGHT), epochs, [record["accuracy"] for record in records],
-                f"test accuracy (%), last {last['accuracy']:.1f}%", (214, 39, 40), font)
-    return image
+    """Return a matplotlib figure of PLOT_WIDTH x PLOT_HEIGHT pixels: mean training loss and test accuracy (%) per epoch."""
+    epochs, last = [record["epoch"] for record in records], records[-1]
+    figure, panels = plt.subplots(1, 2, figsize=(PLOT_WIDTH / DPI, PLOT_HEIGHT / DPI), dpi=DPI, layout="constrained")
+    for axes, key, color, title in [
+            (panels[0], "loss", "tab:blue", f"training loss (mean cross-entropy), last {last['loss']:.4f}"),
+            (panels[1], "accuracy", "tab:red", f"test accuracy (%), last {last['accuracy']:.1f}%")]:
+        axes.plot(epochs, [record[key] for record in records], color=color, marker="o", linewidth=2)
+        axes.set_title(title, fontsize=10)
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
+        axes.grid(axis="y", color="0.9")
+    return figure
 
 
 def main(argv=None):
     args = parser.parse_args(argv)
     try:
         records = read_metrics(args.metrics)
-        image = plot_metrics(records)
         try:
-            image.save(args.out, format="PNG")
+            plot_metrics(records).savefig(args.out, format="png")
         except OSError as e:
             raise lenet.InputError(f"cannot write {args.out} ({e.strerror or e})") from None
     except lenet.InputError as e:

@@ -76,7 +76,7 @@ def assert_fails_cleanly(result, message):
     """Exit status 1, the last stderr line `error: ...` containing message, and no traceback."""
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr.splitlines()[-1].startswith("error: ")
-    assert message in result.stderr.splitlines()[-1]
+    assert message in result.stderr.splitlines()[-1], result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -22,6 +22,7 @@ def scaled_digit(index=0, factor=6):
     digit = fixture_arrays()["x_test"][index]
     return np.asarray(Image.fromarray(255 - digit).resize((28 * factor, 28 * factor), Image.Resampling.BICUBIC))
 
+
 def difference(a, b):
     """Mean absolute difference of two (28, 28) images, the smaller over shifts of b by up to one pixel.
 
@@ -29,9 +30,11 @@ def difference(a, b):
     """
     return min(np.abs(a - np.roll(b, (dy, dx), axis=(0, 1))).mean() for dy in (-1, 0, 1) for dx in (-1, 0, 1))
 
+
 def centre_of_mass(image):
     ys, xs = np.indices(image.shape)
     return (ys * image).sum() / image.sum(), (xs * image).sum() / image.sum()
+
 
 def test_a_big_off_centre_digit_is_made_as_mnist_made_its_digits():
     page = np.full((400, 700), 230, np.uint8)
@@ -43,14 +46,17 @@ def test_a_big_off_centre_digit_is_made_as_mnist_made_its_digits():
     assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 in (20, 21)  # 20 px, and a little anti-aliased edge
     assert np.allclose(centre_of_mass(image), (14, 14), atol=0.5)  # whole-pixel shifts, as MNIST's
 
+
 def test_light_on_dark_and_dark_on_light_give_the_same_image():
     dark_on_light = scaled_digit(factor=5).astype(np.float32)
     a, b = digit_image.mnist_like(dark_on_light), digit_image.mnist_like(255 - dark_on_light)
     assert np.abs(a - b).max() < 1e-3  # the same but for rounding (observed 3e-4)
 
+
 def test_the_size_of_the_digit_does_not_matter():
     small, large = (digit_image.mnist_like(scaled_digit(factor=f).astype(np.float32)) for f in (4, 10))
     assert difference(small, large) < 0.03  # observed 0.012 (of 1)
+
 
 def test_uneven_paper_and_noise_are_not_ink():
     rng = np.random.default_rng(1)
@@ -62,12 +68,14 @@ def test_uneven_paper_and_noise_are_not_ink():
     assert difference(image, clean) < 0.03  # observed 0.01
     assert (image[clean == 0] > 0.25).sum() <= 3  # no strokes where there is paper (observed 0)
 
+
 # Each mode in each format that stores it (16-bit grey only in PNG and TIFF; CMYK only in TIFF, JPEG and WebP).
 MODES_AND_FORMATS = [(mode, suffix) for suffix in (".png", ".bmp", ".gif", ".tif", ".webp", ".jpg")
                      for mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "CMYK")
                      if not (mode == "I;16" and suffix not in (".png", ".tif"))
                      and not (mode == "CMYK" and suffix in (".png", ".bmp", ".gif"))
                      and not (mode in ("LA", "P", "RGBA") and suffix == ".jpg") and (mode, suffix) != ("LA", ".bmp")]
+
 
 @pytest.mark.parametrize("mode, suffix", MODES_AND_FORMATS)
 def test_every_mode_and_format_reads_alike(tmp_path, mode, suffix):
@@ -79,11 +87,48 @@ def test_every_mode_and_format_reads_alike(tmp_path, mode, suffix):
     # Mode 1 is dithered (Pillow's default), GIF has 256 colours, JPEG blurs a little.
     assert difference(digit_image.load_image(path)[0], expected) < (0.07 if mode == "1" else 0.02)  # observed 0.043, 0.005
 
+
 def test_transparent_paper_is_white(tmp_path):
     ink = 255 - scaled_digit(factor=4)  # the digit as opacity, over fully transparent black paper
     Image.fromarray(np.dstack([np.zeros_like(ink)] * 3 + [ink]), "RGBA").save(tmp_path / "digit.png")
     expected = digit_image.mnist_like(scaled_digit(factor=4).astype(np.float32))
     assert np.abs(digit_image.load_image(tmp_path / "digit.png")[0] - expected).max() < 0.02
+
+
+def test_a_palette_image_with_a_transparent_paper_colour(tmp_path):
+    ink = scaled_digit(factor=4) < 128  # the digit's strokes
+    image = Image.fromarray(ink.astype(np.uint8), "P")  # index 0 paper, 1 ink
+    image.putpalette([0, 0, 0, 40, 40, 40])  # black paper, made transparent below; dark grey ink
+    image.save(tmp_path / "digit.png", transparency=0)
+    expected = digit_image.mnist_like(np.where(ink, 40.0, 255.0).astype(np.float32))  # on white paper
+    assert difference(digit_image.load_image(tmp_path / "digit.png")[0], expected) < 1e-6
+
+
+@pytest.mark.parametrize("mode, scale", [
+    ("F", 1 / 255),  # floats 0-1
+    ("F", 1),  # floats 0-255
+    ("I", 257),  # 32-bit integers holding 16-bit levels
+    ("I", 1),  # 32-bit integers 0-255
+    ("I;16", 1),  # a 16-bit image whose levels stay at or below 255: 8-bit levels, not 16-bit ones
+])
+def test_float_and_32_bit_images_read_as_their_levels(tmp_path, mode, scale):
+    gray = scaled_digit(factor=4)
+    values = gray.astype(np.float32 if mode == "F" else np.uint16 if mode == "I;16" else np.int32) * scale
+    image = Image.fromarray(values.astype(np.float32) if mode == "F" else values)  # mode F, I or I;16
+    image.save(tmp_path / "digit.tif" if mode != "I;16" else tmp_path / "digit.png")
+    expected = digit_image.mnist_like(gray.astype(np.float32))
+    path = tmp_path / ("digit.tif" if mode != "I;16" else "digit.png")
+    assert difference(digit_image.load_image(path)[0], expected) < 1e-3
+
+
+def test_an_image_larger_than_1024_pixels_is_shrunk_first(tmp_path):
+    page = np.full((2400, 3000), 235, np.uint8)
+    page[800:800 + 28 * 30, 1000:1000 + 28 * 30] = scaled_digit(factor=30)  # 840 pixels tall
+    Image.fromarray(page).save(tmp_path / "big.png")
+    assert max(digit_image.read_gray(tmp_path / "big.png").shape) <= digit_image.MAX_SIDE
+    expected = digit_image.mnist_like(scaled_digit(factor=4).astype(np.float32))
+    assert difference(digit_image.load_image(tmp_path / "big.png")[0], expected) < 0.03  # observed 0.01
+
 
 def test_a_photo_taken_sideways_is_turned_upright(tmp_path):
     upright = Image.fromarray(scaled_digit(factor=4))
@@ -93,6 +138,7 @@ def test_a_photo_taken_sideways_is_turned_upright(tmp_path):
     expected = digit_image.mnist_like(np.asarray(upright, np.float32))
     assert difference(digit_image.load_image(tmp_path / "sideways.png")[0], expected) < 1e-6  # 0.19 if left sideways
 
+
 def test_a_fine_pen_on_a_big_digit_gets_strokes_as_wide_as_mnist():
     rng = np.random.default_rng(5)
     fine, medium = (digit_image.mnist_like(np.asarray(drawn_digit(4, 400, pen, rng), np.float32)) for pen in (0.005, 0.1))
@@ -100,6 +146,7 @@ def test_a_fine_pen_on_a_big_digit_gets_strokes_as_wide_as_mnist():
     assert fine.max() == 1 and 0.6 < (fine >= 0.5).sum() / (medium >= 0.5).sum() < 1.6  # observed 97 / 78 = 1.24
     ink = digit_image.crop_to_ink(digit_image.ink_strength(np.asarray(drawn_digit(4, 400, 0.005, rng), np.float32)))
     assert (digit_image.scale_to_20(ink) >= 0.5).sum() == 0  # unwidened, the line fades (observed 0 pixels)
+
 
 @pytest.mark.parametrize("name, make", [
     ("white.png", lambda: Image.new("L", (300, 200), 255)),
@@ -115,6 +162,7 @@ def test_a_blank_page_is_refused_naming_the_file(tmp_path, name, make):
     with pytest.raises(lenet.InputError, match=rf"^{re.escape(str(tmp_path / name))}: no digit found"):
         digit_image.load_image(tmp_path / name)
 
+
 def png_header(width, height):
     """A PNG file's bytes that claim width x height 8-bit grey pixels (and hold none)."""
     def chunk(kind, data):
@@ -122,11 +170,13 @@ def png_header(width, height):
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
             + chunk(b"IEND", b""))
 
+
 @pytest.mark.parametrize("side", [10_000, 30_000])  # above Pillow's warning limit (89 Mpixels), above its error limit
 def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path, side):
     (tmp_path / "bomb.png").write_bytes(png_header(side, side))
     with pytest.raises(lenet.InputError, match=rf"^{re.escape(str(tmp_path / 'bomb.png'))}: too many pixels"):
         digit_image.load_image(tmp_path / "bomb.png")
+
 
 def encoded_digits():
     """A scaled digit encoded in each format Pillow reads here: [bytes]."""
@@ -140,7 +190,9 @@ def encoded_digits():
         encoded.append(buffer.getvalue())
     return encoded
 
+
 ENCODED = encoded_digits()
+
 
 def read_bytes(folder, data):
     """digit_image.load_image on a file holding data: the image (1, 28, 28) or the InputError's message."""
@@ -155,14 +207,17 @@ def read_bytes(folder, data):
     assert np.isfinite(image).all() and image.min() >= 0 and image.max() <= 1
     return image
 
+
 # Derandomized, so a run is repeatable; no deadline, as the machine's speed varies.
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
+
 
 @FUZZ
 @given(data=st.binary(max_size=4096))
 def test_fuzz_random_bytes(tmp_path, data):
     read_bytes(tmp_path, data)
+
 
 @FUZZ
 @given(which=st.integers(0, len(ENCODED) - 1), cut=st.floats(0, 1),
@@ -172,6 +227,7 @@ def test_fuzz_truncated_and_damaged_images(tmp_path, which, cut, flips):
     for where, value in flips:
         data[int(where * len(data))] = value
     read_bytes(tmp_path, bytes(data))
+
 
 @FUZZ
 @given(height=st.integers(1, 60), width=st.integers(1, 60), seed=st.integers(0, 2**32 - 1),

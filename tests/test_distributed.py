@@ -1,6 +1,7 @@
 """Data-parallel training with OneFlow's own launcher: 2 CPU processes, as on a machine without GPUs."""
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -74,3 +75,54 @@ def test_a_save_the_first_process_cannot_write_stops_every_process(data_dir):
     # Both processes exit with status 1 and a line: none aborts, none waits for the other.
     assert "returned non-zero exit status 1" in result.stderr and "SIGABRT" not in result.stderr
     assert "lenet_train.py\", line" not in result.stderr and "lenet.py\", line" not in result.stderr
+
+
+# lenet_train.main(argv[4:]) held at the count-th call of lenet.<argv[1]>: it prints "paused" (the first process
+# alone prints) and waits until the file argv[3] exists.
+PAUSED = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import lenet, lenet_train
+name, count, go = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+function, calls = getattr(lenet, name), []
+def paused(*args, **kwargs):
+    calls.append(name)
+    if len(calls) == count:
+        print("paused", flush=True)
+        while not os.path.exists(go):
+            time.sleep(0.01)
+    return function(*args, **kwargs)
+setattr(lenet, name, paused)
+lenet_train.main(sys.argv[5:])
+"""
+
+
+def test_ctrl_c_under_the_launcher_keeps_the_last_epoch_and_resume_finishes_the_run(data_dir):
+    flags = ["--epochs", 2, "--batch-size", 100, "--seed", 4]  # 10 steps an epoch
+    whole = launch("lenet_train.py", *flags, "--model-dir", "whole", cwd=data_dir)
+    assert whole.returncode == 0, whole.stderr
+    (data_dir / "paused.py").write_text(PAUSED)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Held in the first step of epoch 2 (the 11th dropout mask), after epoch 1 was saved.
+    command = [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", "2", "--master_port", str(port),
+               str(data_dir / "paused.py"), str(ROOT), "dropout_mask", "11", str(data_dir / "never"),
+               *map(str, flags), "--model-dir", "stopped"]
+    with subprocess.Popen(command, cwd=data_dir, env=CLEAN_ENV, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, start_new_session=True) as process:
+        for line in process.stdout:
+            if line == "paused\n":
+                break
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the launcher and its processes
+        _, stderr = process.communicate(timeout=300)
+    assert process.returncode != 0
+    assert "lenet_train.py\", line" not in stderr and "paused.py\", line" not in stderr  # no traceback of ours
+    assert (data_dir / "stopped" / "training_state").is_dir()
+    assert not [name for name in os.listdir(data_dir) if name.endswith(".saving")]
+    resumed = launch("lenet_train.py", *flags, "--model-dir", "stopped", "--resume", cwd=data_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [line.split(" loss")[0] for line in resumed.stdout.splitlines() if "test accuracy" in line] == ["epoch 2"]
+    a, b = weights(data_dir / "whole"), weights(data_dir / "stopped")
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name  # bit for bit, as in one process

@@ -11,6 +11,7 @@ import lenet
 from conftest import FIXTURE, initialised, logits, mounted, read_only
 from lenet import flow
 
+
 CPU = flow.device("cpu")
 
 
@@ -25,6 +26,7 @@ def test_save_then_load_gives_identical_logits(tmp_path):
     plain.load_state_dict(flow.load(str(tmp_path / "model")))
     assert np.array_equal(logits(saved), logits(plain))
 
+
 def test_save_replaces_an_existing_model_and_leaves_nothing_beside_it(tmp_path):
     first, second, loaded = initialised(1), initialised(2), initialised(3)
     lenet.CheckPoint(first).save(tmp_path / "model")
@@ -35,6 +37,7 @@ def test_save_replaces_an_existing_model_and_leaves_nothing_beside_it(tmp_path):
     lenet.CheckPoint(loaded).load(tmp_path / "model")
     assert np.array_equal(logits(second), logits(loaded))
 
+
 def test_save_onto_a_file_is_refused(tmp_path):
     (tmp_path / "model").write_text("precious")
     with pytest.raises(lenet.InputError, match=f"cannot save the model to {tmp_path / 'model'}: it is a file"):
@@ -42,12 +45,14 @@ def test_save_onto_a_file_is_refused(tmp_path):
     assert (tmp_path / "model").read_text() == "precious"
     assert os.listdir(tmp_path) == ["model"]
 
+
 def test_load_without_a_model(tmp_path):
     with pytest.raises(lenet.InputError, match=f"no model at {tmp_path / 'none'} \\(run lenet_train.py first\\)"):
         lenet.CheckPoint(initialised(1)).load(tmp_path / "none")
     (tmp_path / "empty").mkdir()
     with pytest.raises(lenet.InputError, match="neither pickled_data nor snapshot_done"):
         lenet.CheckPoint(initialised(1)).load(tmp_path / "empty")
+
 
 def write_legacy(folder, model, meta):
     """Write model's weights as the tutorial's flow.train.CheckPoint did: snapshot_done, NAME/out (and NAME/meta)."""
@@ -64,6 +69,7 @@ def write_legacy(folder, model, meta):
     step.mkdir()
     (step / "out").write_bytes(np.int64(1200).tobytes())
 
+
 @pytest.mark.parametrize("meta", [True, False])
 def test_loads_the_tutorials_checkpoint_layout(tmp_path, meta):
     saved, loaded = initialised(1), initialised(2)
@@ -71,11 +77,13 @@ def test_loads_the_tutorials_checkpoint_layout(tmp_path, meta):
     lenet.CheckPoint(loaded).load(tmp_path / "lenet_models_1")
     assert np.array_equal(logits(saved), logits(loaded))
 
+
 def test_legacy_folder_with_a_wrong_shape(tmp_path):
     write_legacy(tmp_path / "model", initialised(1), meta=False)
     (tmp_path / "model" / "dense2-weight" / "out").write_bytes(np.zeros(10 * 500, "<f4").tobytes())
     with pytest.raises(lenet.InputError, match="dense2-weight/out holds 5000 floats, dense2-weight needs 5120"):
         lenet.CheckPoint(initialised(2)).load(tmp_path / "model")
+
 
 def test_new_format_from_another_network(tmp_path):
     other = flow.nn.Linear(3, 4)
@@ -91,6 +99,7 @@ def saved(tmp_path):
     lenet.CheckPoint(initialised(1)).save(tmp_path / "model")
     return tmp_path
 
+
 def test_unreadable_model(saved, monkeypatch):
     pickled = saved / "model" / "pickled_data"
     if os.geteuid() != 0:
@@ -102,6 +111,7 @@ def test_unreadable_model(saved, monkeypatch):
     with pytest.raises(lenet.InputError, match=f"cannot load the model at {saved / 'model'} .*Permission denied"):
         lenet.CheckPoint(lenet.LeNet()).load(saved / "model")
 
+
 def test_save_into_a_read_only_folder(saved):
     before = logits(lenet.load_model(saved / "model", CPU))
     with read_only(saved):
@@ -109,6 +119,7 @@ def test_save_into_a_read_only_folder(saved):
             lenet.CheckPoint(initialised(2)).save(saved / "model")
     assert np.array_equal(logits(lenet.load_model(saved / "model", CPU)), before)
     assert sorted(os.listdir(saved)) == ["mnist.npz", "model"]
+
 
 def test_save_onto_a_full_disk(tmp_path):
     disk = tmp_path / "disk"

@@ -22,10 +22,12 @@ def test_loads_scaled_images_and_labels(data_dir):
     assert np.array_equal(y_train, raw["y_train"])
     assert np.bincount(y_test).tolist() == [20] * 10
 
+
 def write_npz(folder, **changes):
     """Write folder/mnist.npz: the fixture's arrays with some replaced (None removes one)."""
     arrays = {**fixture_arrays(), **changes}
     np.savez(folder / "mnist.npz", **{k: v for k, v in arrays.items() if v is not None})
+
 
 @pytest.mark.parametrize("changes, message", [
     (dict(y_test=None), "lacks the arrays y_test"),
@@ -42,11 +44,13 @@ def test_names_what_is_wrong_in_a_bad_file(tmp_path, changes, message):
         lenet.load_mnist(tmp_path)
     assert message in str(error.value)
 
+
 @pytest.mark.parametrize("content", [b"", b"not a zip file", FIXTURE.read_bytes()[:5000]])
 def test_corrupt_or_truncated_file(tmp_path, content):
     (tmp_path / "mnist.npz").write_bytes(content)
     with pytest.raises(lenet.InputError, match="is not a readable .npz file"):
         lenet.load_mnist(tmp_path)
+
 
 def test_downloads_a_missing_file(tmp_path, server):
     train, _, path, found = lenet.load_mnist(tmp_path / "new", sources=[(f"{server}/mnist.npz", FIXTURE_SHA256)])

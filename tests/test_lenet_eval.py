@@ -30,7 +30,12 @@ def test_eval_reports_the_accuracy_recounted_by_hand(trained):
     assert f"{100 * np.mean(logits.argmax(1) == labels):.1f}" == f"{accuracy:.1f}"
 
 
+def test_eval_without_a_model(tmp_path):
+    assert_fails_cleanly(run_script("lenet_eval.py", cwd=tmp_path), "no model at lenet_models_1 (run lenet_train.py first)")
+
+
 REPORT_KEYS = {"accuracy", "per_class", "confusion", "count", "model_dir", "data_file"}
+
 
 def made_up(count, seed=0):
     """Random labels (count,) and logits (count, 10) that are right about 70% of the time."""
@@ -41,12 +46,14 @@ def made_up(count, seed=0):
     logits[right, labels[right]] += 10.0
     return labels, logits
 
+
 def filled_tiles(image):
     """Count the grid places of an errors image that hold anything but the white background."""
     columns, rows = image.width // TILE_WIDTH, image.height // TILE_HEIGHT
     assert (image.width, image.height) == (columns * TILE_WIDTH, rows * TILE_HEIGHT)
     return sum(image.crop((c * TILE_WIDTH, r * TILE_HEIGHT, (c + 1) * TILE_WIDTH, (r + 1) * TILE_HEIGHT)).getextrema()
                != (255, 255) for r in range(rows) for c in range(columns))
+
 
 def test_confusion_matrix_by_hand():
     labels = np.array([0, 0, 1, 2, 2, 2])
@@ -55,6 +62,7 @@ def test_confusion_matrix_by_hand():
     expected[0, 0] = expected[0, 1] = expected[1, 1] = expected[2, 0] = 1
     expected[2, 2] = 2
     assert (confusion_matrix(labels, logits) == expected).all()
+
 
 def test_confusion_rows_sum_to_the_class_counts_and_its_trace_is_the_accuracy():
     labels, logits = made_up(500)
@@ -70,6 +78,7 @@ def test_confusion_rows_sum_to_the_class_counts_and_its_trace_is_the_accuracy():
         assert row["correct"] == np.sum((labels == digit) & (logits.argmax(1) == digit))
         assert row["accuracy"] == pytest.approx(100 * row["correct"] / row["count"])
 
+
 def test_report_json_round_trips():
     labels, logits = made_up(50)
     labels[labels == 3] = 4  # a digit with no test image has no accuracy
@@ -78,6 +87,7 @@ def test_report_json_round_trips():
     assert loaded == report and set(loaded) == REPORT_KEYS
     assert loaded["count"] == 50 and loaded["per_class"][3] == {"digit": 3, "correct": 0, "count": 0, "accuracy": None}
     assert np.array(loaded["confusion"]).shape == (10, 10)
+
 
 def test_text_tables():
     labels, logits = made_up(300)
@@ -90,12 +100,14 @@ def test_text_tables():
     assert len(confusion) == 11 and len({len(line) for line in confusion}) == 1  # aligned columns
     assert [int(n) for n in confusion[3].split()] == [2, *report["confusion"][2]]
 
+
 def test_mistakes_come_most_confident_first():
     labels = np.array([0, 0, 0, 0, 1])
     logits = np.zeros((5, 10))
     logits[[0, 1, 2, 3, 4], [1, 2, 0, 3, 1]] = [1.0, 5.0, 9.0, 3.0, 2.0]  # item 2 and 4 are right
     assert mistakes(labels, logits).tolist() == [1, 3, 0]
     assert mistakes(labels, logits, limit=2).tolist() == [1, 3]
+
 
 @pytest.mark.parametrize("count, limit", [(60, 100), (200, 12)])  # about 18 mistakes, all drawn; about 60, capped
 def test_errors_image_has_one_tile_per_mistake(count, limit):
@@ -111,6 +123,7 @@ def test_errors_image_has_one_tile_per_mistake(count, limit):
     digit = np.asarray(image.crop((margin, margin, margin + 56, margin + 56)))[::2, ::2]
     assert (digit == np.rint(images[mistakes(labels, logits)[0], 0] * 255)).all()
 
+
 def test_errors_image_of_a_few_mistakes_is_one_short_row():
     labels, logits = made_up(10, seed=3)
     tiles = int(np.sum(logits.argmax(1) != labels))
@@ -118,10 +131,12 @@ def test_errors_image_of_a_few_mistakes_is_one_short_row():
     image = errors_image(np.ones((10, 1, 28, 28), np.float32), labels, logits)
     assert image.size == (tiles * TILE_WIDTH, TILE_HEIGHT) and filled_tiles(image) == tiles
 
+
 def test_errors_image_without_mistakes_is_one_blank_tile():
     _, logits = made_up(20)
     image = errors_image(np.zeros((20, 1, 28, 28), np.float32), logits.argmax(1), logits)  # every label right
     assert image.size == (TILE_WIDTH, TILE_HEIGHT) and filled_tiles(image) == 0
+
 
 def test_eval_report_through_the_script(trained, tmp_path):
     folder, _ = trained
@@ -149,6 +164,7 @@ def test_eval_report_through_the_script(trained, tmp_path):
     with Image.open(tmp_path / "errors.png") as image:
         assert image.format == "PNG"
         assert filled_tiles(image.convert("L")) == wrong  # observed 21
+
 
 def test_eval_cannot_write_the_report(trained, tmp_path):
     folder, _ = trained

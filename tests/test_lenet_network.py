@@ -11,6 +11,7 @@ from lenet import flow
 def model():
     return initialised(seed=0)
 
+
 def test_shapes_and_parameter_count(model):
     shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     assert shapes == {
@@ -22,6 +23,7 @@ def test_shapes_and_parameter_count(model):
     # conv1 32*25+32, conv2 64*32*25+64, dense1 3136*512+512, dense2 512*10+10
     assert sum(p.numel() for p in model.parameters()) == 832 + 51264 + 1606144 + 5130 == 1663370
     assert tuple(model(flow.zeros(3, 1, 28, 28)).shape) == (3, 10)
+
 
 def test_init_is_truncated_normal_redrawn_beyond_two_std_with_zero_biases(model):
     weights = []
@@ -49,6 +51,7 @@ def test_init_is_seeded():
     assert np.array_equal(a.conv1.weight.numpy(), b.conv1.weight.numpy())
     assert not np.array_equal(a.conv1.weight.numpy(), c.conv1.weight.numpy())
 
+
 def test_dropout_mask_is_the_tutorials_inverted_dropout():
     masks = lenet.dropout_mask(np.random.default_rng(0), 100)
     assert masks.shape == (100, 512) and masks.dtype == np.float32
@@ -56,12 +59,14 @@ def test_dropout_mask_is_the_tutorials_inverted_dropout():
     assert abs((masks == 0).mean() - 0.5) < 0.01  # 51,200 draws: standard error 0.002
     assert np.array_equal(masks, lenet.dropout_mask(np.random.default_rng(0), 100))
 
+
 def test_dropout_only_in_training(model):
     x = flow.rand(4, 1, 28, 28)
     assert np.array_equal(model(x).numpy(), model(x).numpy())
     mask = lenet.dropout_mask(np.random.default_rng(0), 4)
     assert not np.allclose(model(x, flow.tensor(mask)).numpy(), model(x).numpy())
     assert np.array_equal(model(x, flow.ones(4, 512)).numpy(), model(x).numpy())
+
 
 def numpy_lenet(x, w, dropout_mask=1.0):
     """An independent NumPy forward pass of the tutorial's LeNet; x (N, 1, 28, 28), w a dict of arrays."""
@@ -82,6 +87,7 @@ def numpy_lenet(x, w, dropout_mask=1.0):
     x = pool(relu(conv_same(x, w["conv2.weight"], w["conv2.bias"])))
     x = relu(x.reshape(len(x), -1) @ w["dense1.weight"].T + w["dense1.bias"]) * dropout_mask
     return x @ w["dense2.weight"].T + w["dense2.bias"]
+
 
 def test_matches_numpy_forward_pass(model):
     rng = np.random.default_rng(0)

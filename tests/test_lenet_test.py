@@ -14,6 +14,7 @@ from benchmarks.image_sets import KINDS, drawn_set, make_image, write_set
 from conftest import assert_fails_cleanly, fixture_arrays, run_script
 from test_digit_image import encoded_digits, png_header
 
+
 CPU = lenet.flow.device("cpu")
 
 
@@ -25,12 +26,14 @@ def model(trained):
     lenet.CheckPoint(model).load(folder / "lenet_models_1")
     return model
 
+
 @pytest.fixture(scope="module")
 def image_sets(tmp_path_factory):
     """{kind: (paths, labels)}: the fixture's 200 test digits written as each kind of image (90 drawn digits)."""
     raw, rng = fixture_arrays(), np.random.default_rng(0)
     folder = tmp_path_factory.mktemp("image_sets")
     return {kind: write_set(kind, raw["x_test"], raw["y_test"], folder, rng) for kind in KINDS}
+
 
 def test_mnist_pngs_are_read_exactly_as_evaluation_reads_them(image_sets, trained):
     folder, _ = trained
@@ -59,20 +62,37 @@ def test_predicts_a_png_as_evaluation_does(trained, tmp_path):
     assert predictions == expected.tolist()
     assert np.mean(np.array(predictions) == np.arange(10)) >= 0.7  # observed 10 of 10
 
-def test_eval_and_test_without_a_model(tmp_path):
-    assert_one_line_error(run_script("lenet_eval.py", cwd=tmp_path), "no model at lenet_models_1 (run lenet_train.py first)")
-    Image.new("L", (28, 28)).save(tmp_path / "blank.png")
-    assert_one_line_error(run_script("lenet_test.py", "blank.png", "--model-dir", "nowhere", cwd=tmp_path),
-                          "no model at nowhere (run lenet_train.py first)")
 
-def test_test_with_a_file_that_is_no_image(trained, tmp_path):
+def test_without_a_model(tmp_path):
+    Image.new("L", (28, 28)).save(tmp_path / "blank.png")
+    result = run_script("lenet_test.py", "blank.png", "--model-dir", "nowhere", cwd=tmp_path)
+    assert_fails_cleanly(result, "no model at nowhere (run lenet_train.py first)")
+
+
+def test_a_missing_file_or_one_that_is_no_image(trained, tmp_path):
     folder, _ = trained
-    (tmp_path / "notes.txt").write_text("not a picture")
-    assert_one_line_error(run_script("lenet_test.py", tmp_path / "missing.png", cwd=folder),
-                          f"{tmp_path / 'missing.png'}: no such file")
-    result = run_script("lenet_test.py", tmp_path / "notes.txt", cwd=folder)
-    assert_one_line_error(result, result.stderr.splitlines()[-1][len("error: "):])
-    assert result.stderr.splitlines()[-1].startswith(f"error: {tmp_path / 'notes.txt'}: not a readable image")
+    notes, missing = tmp_path / "notes.txt", tmp_path / "missing.png"
+    notes.write_text("not a picture")
+    assert_fails_cleanly(run_script("lenet_test.py", missing, cwd=folder), f"error: {missing}: no such file")
+    result = run_script("lenet_test.py", notes, cwd=folder)
+    assert_fails_cleanly(result, f"error: {notes}: not a readable image (cannot identify image file {str(notes)!r})")
+    assert_fails_cleanly(run_script("lenet_test.py", tmp_path, cwd=folder), f"error: {tmp_path}: is a folder, not an image")
+
+
+def test_save_input_gives_files_of_the_same_name_names_of_their_own(trained, tmp_path):
+    folder, _ = trained
+    raw = fixture_arrays()
+    for sub, index in (("a", 0), ("b", 25), ("c", 45)):  # a 0, a 1 and a 2, each named digit.png
+        (tmp_path / sub).mkdir()
+        Image.fromarray(raw["x_test"][index]).save(tmp_path / sub / "digit.png")
+    paths = [tmp_path / sub / "digit.png" for sub in ("a", "b", "c")]
+    result = run_script("lenet_test.py", *paths, "--save-input", tmp_path / "seen", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    names = ["digit-28x28.png", "digit-28x28-2.png", "digit-28x28-3.png"]
+    assert sorted(p.name for p in (tmp_path / "seen").iterdir()) == sorted(names)
+    for name, index in zip(names, (0, 25, 45)):  # each is its own file's digit, as the network saw it
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "seen" / name)), raw["x_test"][index])
+
 
 def test_test_without_an_argument_prints_usage(tmp_path):
     result = run_script("lenet_test.py", cwd=tmp_path)
@@ -93,6 +113,7 @@ def accuracies(model, image_sets):
     ends = np.cumsum([len(kind_labels) for kind_labels in labels])
     return {kind: 100.0 * float(np.mean(part)) for kind, part in zip(image_sets, np.split(correct, ends[:-1]))}
 
+
 # Observed with the fixture model (88.5% on MNIST): mnist-png 88.5, inverted 90.5, scaled 89.0, page 87.5,
 # rgb 89.0, rgba 88.5, jpeg 89.5.
 @pytest.mark.parametrize("kind", [kind for kind in KINDS if kind not in ("mnist-png", "drawn")])
@@ -100,8 +121,10 @@ def test_accuracy_on_each_kind_of_image_is_close_to_mnist(accuracies, kind):
     assert accuracies["mnist-png"] > 80  # observed 88.5%, what lenet_eval.py measures (the images are the same)
     assert accuracies[kind] > 83 and accuracies[kind] > accuracies["mnist-png"] - 4
 
+
 def test_accuracy_on_digits_drawn_with_pillow(accuracies):
     assert accuracies["drawn"] > 65  # observed 68.3% (82 of 120)
+
 
 def test_one_graph_run_per_batch(model, monkeypatch):
     runs = []
@@ -119,10 +142,12 @@ def test_one_graph_run_per_batch(model, monkeypatch):
     logits = lenet.predict(lenet.EvalGraph(model), images, 100, CPU)
     assert np.array_equal(probabilities.argmax(axis=1), logits.argmax(axis=1))
 
+
 def test_describe_shows_the_top_k():
     probabilities = np.array([0.01, 0.0, 0.0, 0.0, 0.02, 0.0, 0.0, 0.005, 0.005, 0.96])
     assert lenet_test.describe(probabilities) == "prediction: 9 (probability 0.960)"
     assert lenet_test.describe(probabilities, 3) == "prediction: 9 (probability 0.960) top 3: 9 0.960, 4 0.020, 0 0.010"
+
 
 def test_several_images_good_and_bad(trained, tmp_path):
     folder, _ = trained
@@ -155,6 +180,7 @@ def test_several_images_good_and_bad(trained, tmp_path):
         seen = np.asarray(Image.open(tmp_path / "seen" / f"{path.stem}-28x28.png"))
         assert np.array_equal(seen, np.round(digit_image.load_image(path)[0] * 255).astype(np.uint8))
 
+
 def test_corrupt_files_on_the_command_line(trained, tmp_path):
     folder, _ = trained
     rng = np.random.default_rng(3)
@@ -177,6 +203,7 @@ def test_corrupt_files_on_the_command_line(trained, tmp_path):
     named = [line.split(": ")[0] for line in result.stdout.splitlines()[1:]]
     named += [line.split(": ")[1] for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert sorted(named) == sorted(map(str, paths))  # each file answered once, as a prediction or an error
+
 
 def test_top_k_is_at_most_ten(tmp_path):
     result = run_script("lenet_test.py", "digit.png", "--top-k", 11, cwd=tmp_path)

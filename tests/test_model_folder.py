@@ -10,24 +10,30 @@ from lenet import flow
 def first_tensor_dir(model_dir):
     return sorted(p for p in model_dir.iterdir() if p.name.startswith("tensor_"))[0]
 
+
 def empty(folder):
     (folder / "model").mkdir()
+
 
 def from_another_network(folder):
     other = flow.nn.Linear(3, 4)
     flow.save({"conv1.weight": other.weight, "fc.bias": other.bias}, str(folder / "model"))
 
+
 def truncated_out(folder):
     out = first_tensor_dir(folder / "model") / "out"
     out.write_bytes(out.read_bytes()[:100])
+
 
 def meta_contradicts_out(folder):
     meta = first_tensor_dir(folder / "model") / "meta"
     meta.write_text(meta.read_text().replace("dim: 32", "dim: 64"))
 
+
 def legacy_without_an_out(folder):
     (folder / "model").mkdir()
     (folder / "model" / "snapshot_done").touch()
+
 
 @pytest.mark.parametrize("breaks, message", [
     (None, "no model at model (run lenet_train.py first)"),
