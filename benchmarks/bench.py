@@ -1,6 +1,9 @@
 """OneFlow and PyTorch side by side on the project's LeNet: speed, memory and 5-epoch accuracy on this machine.
 
-    .venv/bin/python benchmarks/bench.py --epochs 5     # about 10 minutes on 2 cores; without --epochs no 5-epoch row
+    .venv/bin/python benchmarks/bench.py --epochs 5     # about 15 minutes on 2 cores; without --epochs no 5-epoch row
+
+The full-size rows train one epoch of Fashion-MNIST's 60,000 images (benchmarks/fashion_mnist.py writes them as
+an mnist.npz from Debian's dataset-fashion-mnist); where that package is missing the table says so.
 
 Prints a Markdown table and writes it into BENCHMARKS.md (between its bench markers, keeping the rest).
 Every figure comes from a fresh process; the frameworks take turns within each round, so a busy machine slows
@@ -23,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import fashion_mnist
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -33,6 +38,7 @@ parser.add_argument("--data", default=str(REPO.parent / "shared/data/mnist-5k/mn
 parser.add_argument("--runs", type=int, default=3, help="rounds of each speed figure; the table gives the median and range (default: 3)")
 parser.add_argument("--steps", type=int, default=30, help="timed training steps of batch 100 per run, after 5 of warm-up (default: 30)")
 parser.add_argument("--epochs", type=int, default=0, help="also train this many epochs with lenet_train.py and PyTorch, once, and report time and accuracy (default: 0, skip)")
+parser.add_argument("--full-size-epochs", type=int, default=1, help="also train this many epochs on Fashion-MNIST's 60,000 images (Debian's dataset-fashion-mnist), once each; 0 skips it (default: 1)")
 parser.add_argument("--torch-python", default="/tmp/torchvenv/bin/python", help="a Python with torch (default: /tmp/torchvenv/bin/python)")
 parser.add_argument("--output", default=str(REPO / "BENCHMARKS.md"), help="Markdown file to write the table into (default: BENCHMARKS.md in the repo)")
 
@@ -74,12 +80,22 @@ def free_port():
 
 
 def cpu_model():
-    """The CPU's model name."""
+    """The CPU's model name and its vector instructions, as lscpu gives them: "AMD EPYC (AVX2, no AVX-512)"."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            lines = f.read().splitlines()
+        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = set(next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags")))
     except (OSError, StopIteration):
         return platform.processor() or "unknown"
+    vectors = ", ".join(["AVX2" if "avx2" in flags else "no AVX2", "AVX-512" if "avx512f" in flags else "no AVX-512"])
+    return f"{name} ({vectors})"
+
+
+def epoch_line(stdout):
+    """(images/s, test accuracy %) of the last epoch line lenet_train.py printed."""
+    words = next(line for line in reversed(stdout.splitlines()) if "test accuracy" in line).split()
+    return float(words[words.index("images/s") + 1]), float(words[words.index("accuracy") + 1].rstrip("%"))
 
 
 def summary(values, digits=0):
@@ -156,14 +172,27 @@ def main():
             print(f"{args.epochs} epochs", file=sys.stderr)
             seconds, rss, out = run_rss([py, "lenet_train.py", "--epochs", str(args.epochs), "--data-dir", str(data.parent),
                                          "--model-dir", str(tmp / "trained")])
-            accuracy = float(next(line for line in reversed(out.splitlines()) if "test accuracy" in line)
-                             .split("test accuracy ")[1].split("%")[0])
+            _, accuracy = epoch_line(out)
             add("epochs_seconds", "ours", seconds)
             add("epochs_accuracy", "ours", accuracy)
             if tversion:
                 seconds, _, out = run_rss(torch_job + ["epochs", "--epochs", str(args.epochs)] + common)
                 add("epochs_seconds", "torch", seconds)
                 add("epochs_accuracy", "torch", json.loads(out)["accuracy"])
+        full_size = None
+        if args.full_size_epochs and os.path.isdir(fashion_mnist.DEBIAN):
+            full_size = fashion_mnist.write_npz(fashion_mnist.DEBIAN, tmp / "fashion")
+            print(f"{args.full_size_epochs} epochs of Fashion-MNIST", file=sys.stderr)
+            seconds, rss, out = run_rss([py, "lenet_train.py", "--epochs", str(args.full_size_epochs), "--data-dir",
+                                         str(tmp / "fashion"), "--model-dir", str(tmp / "fashion-model")])
+            for key, value in zip(("full_seconds", "full_rss", "full_images", "full_accuracy"), (seconds, rss, *epoch_line(out))):
+                add(key, "ours", value)
+            if tversion:
+                seconds, rss, out = run_rss(torch_job + ["epochs", "--epochs", str(args.full_size_epochs), "--data", full_size])
+                for key, value in zip(("full_seconds", "full_rss"), (seconds, rss)):
+                    add(key, "torch", value)
+                add("full_images", "torch", json.loads(out)["images_per_second"])
+                add("full_accuracy", "torch", json.loads(out)["accuracy"])
     load_after = os.getloadavg()
 
     rows = [
@@ -179,6 +208,13 @@ def main():
     if args.epochs:
         rows += [("epochs_seconds", f"{args.epochs} epochs on {data.parent.name}, wall s (one run)", 0),
                  ("epochs_accuracy", f"{args.epochs} epochs on {data.parent.name}, test accuracy %", 1)]
+    if args.full_size_epochs and full_size:
+        what = f"{args.full_size_epochs} epoch{'s' * (args.full_size_epochs > 1)} of Fashion-MNIST (60,000 images)"
+        rows += [("full_seconds", f"{what}, wall s (one run)", 0), ("full_images", f"{what}, training images/s", 0),
+                 ("full_rss", f"{what}, peak resident memory, MiB", 0), ("full_accuracy", f"{what}, test accuracy %", 1)]
+    elif args.full_size_epochs:
+        rows += [("full_seconds", "Fashion-MNIST (60,000 images): skipped, Debian's dataset-fashion-mnist is not "
+                                  "installed (apt-get install dataset-fashion-mnist)", 0)]
     torch_name = f"PyTorch {tversion}" if tversion else "PyTorch"
     lines = [f"| figure | OneFlow {metadata.version('oneflow')} (this project) | OneFlow, its own CPU defaults "
              f"| {torch_name} | PyTorch, 1 thread | PyTorch / OneFlow | PyTorch 1 thread / OneFlow |",

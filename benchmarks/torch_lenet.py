@@ -98,14 +98,18 @@ def main():
     elif args.job == "epochs":
         rng = np.random.default_rng(0)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        training_seconds = 0.0
         for _ in range(args.epochs):  # as lenet_train.py: shuffled batches, then the test accuracy
             order = torch.from_numpy(rng.permutation(len(x_train)))
+            start = time.perf_counter()
             for i in range(0, len(order), b):
                 index = order[i:i + b]
                 train_step(model, optimizer, x_train[index], y_train[index])
+            training_seconds += time.perf_counter() - start
             with torch.no_grad():
                 predictions = torch.cat([model(x_test[i:i + b]).argmax(1) for i in range(0, len(x_test), b)])
             result["accuracy"] = 100.0 * float((predictions == y_test).float().mean())
+        result["images_per_second"] = args.epochs * len(x_train) / training_seconds
     elif args.job == "save":
         torch.save(model.state_dict(), args.model)
     elif args.job == "predict":  # what lenet_test.py does: load the weights, read the PNGs, print the digits

@@ -1,13 +1,19 @@
-"""The benchmark's bookkeeping: the median-and-range cells and the rewrite of BENCHMARKS.md's table.
+"""The benchmark's bookkeeping: the median-and-range cells, the rewrite of BENCHMARKS.md's table, and the full-size
+data (Fashion-MNIST written as an mnist.npz).
 
 The benchmark itself (benchmarks/bench.py) is run by hand; no test times anything.
 """
+import gzip
 import sys
 
+import numpy as np
+
+import lenet
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
+import fashion_mnist  # noqa: E402
 
 
 def test_summary_gives_the_median_and_the_range():
@@ -30,3 +36,28 @@ def test_write_section_creates_or_appends(tmp_path):
     (tmp_path / "notes.md").write_text("# Notes\n")
     bench.write_section(tmp_path / "notes.md", section)
     assert (tmp_path / "notes.md").read_text() == f"# Notes\n\n{section}\n"
+
+
+def write_idx(path, array):
+    """A gzipped IDX file as the MNIST format defines it: 0, 0, type 8 (uint8), the dimensions, then the bytes."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_is_written_as_the_tutorials_mnist_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {"train": (rng.integers(0, 256, (30, 28, 28)), rng.integers(0, 10, 30)),
+              "t10k": (rng.integers(0, 256, (12, 28, 28)), rng.integers(0, 10, 12))}
+    for prefix, (images, labels) in arrays.items():
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    fashion_mnist.write_npz(tmp_path, tmp_path / "out")
+    (x_train, y_train), (x_test, y_test), _, found = lenet.load_mnist(tmp_path / "out")  # its checks pass
+    assert found and np.array_equal(x_train[:, 0] * 255, arrays["train"][0]) and np.array_equal(y_test, arrays["t10k"][1])
+    assert x_test.shape == (12, 1, 28, 28) and np.array_equal(y_train, arrays["train"][1])
+
+
+def test_the_epoch_line_gives_images_per_second_and_accuracy():
+    stdout = "device cpu\nepoch 1 loss 0.6012 test accuracy 85.8% images/s 454\nmodel saved to m\n"
+    assert bench.epoch_line(stdout) == (454.0, 85.8)
