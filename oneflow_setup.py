@@ -184,8 +184,8 @@ def find_scheduler_thread():
     for _ in range(20):  # some 10 ms of matrix products, queued without waiting for them
         pending = pending @ x
     pending.numpy()
-    used = {tid: _cpu_nanoseconds(tid) - start for tid, start in before.items()
-            if start is not None and _cpu_nanoseconds(tid) is not None}
+    after = {tid: _cpu_nanoseconds(tid) for tid in before}
+    used = {tid: after[tid] - before[tid] for tid in before if None not in (before[tid], after[tid])}
     busy = sorted(used, key=used.get, reverse=True)
     if not busy or used[busy[0]] == 0 or (len(busy) > 1 and used[busy[1]] * 10 > used[busy[0]]):
         return None
