@@ -1,11 +1,15 @@
-# make train: train the tutorial's LeNet (ARGS="--epochs 1" passes flags); make test: run the tests.
-# Both create .venv with a Python that oneflow 0.9.0 supports (CPython 3.7-3.10) and install requirements.txt.
+# make train: train the tutorial's LeNet (ARGS="--epochs 1" passes flags); make app: serve the web page on the
+# trained model (http://127.0.0.1:7860); make test: run the tests.
+# Each creates .venv with a Python that oneflow 0.9.0 supports (CPython 3.7-3.10) and install requirements.txt.
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: train test
+.PHONY: train app test
 train: $(VENV)/.installed
 	$(PYTHON) lenet_train.py $(ARGS)
+
+app: $(VENV)/.installed
+	$(PYTHON) lenet_app.py $(ARGS)
 
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q tests $(ARGS)
