@@ -60,12 +60,12 @@ class DigitReader:
     def read(self, gray, name):
         """Return ({digit: probability} for gr.Label, the 28x28 image seen, enlarged) of gray (H, W) levels 0-255.
 
-        Raises gr.Error, which the page shows in one line, for an image with no digit.
+        Raises user_error() for an image with no digit.
         """
         try:
             image = digit_image.mnist_like(gray, name)[None]  # (1, 28, 28)
         except lenet.InputError as e:
-            raise gr.Error(str(e)) from None
+            raise user_error(str(e)) from None
         probabilities = self.probabilities(image)
         label = {str(digit): float(p) for digit, p in enumerate(probabilities)}
         seen = np.round(image[0] * 255).astype(np.uint8).repeat(SHOWN_SCALE, axis=0).repeat(SHOWN_SCALE, axis=1)
@@ -74,7 +74,7 @@ class DigitReader:
     def read_drawing(self, drawing):
         """read() for the Sketchpad's value: {"background", "layers", "composite"}, the composite an RGBA image."""
         if drawing is None or drawing.get("composite") is None:
-            raise gr.Error("draw a digit first")
+            raise user_error("draw a digit first")
         return self.read(gray_on_white(drawing["composite"]), "the drawing")
 
     def read_file(self, path):
@@ -83,8 +83,13 @@ class DigitReader:
         try:
             gray = digit_image.read_gray(path)
         except lenet.InputError as e:
-            raise gr.Error(str(e).replace(str(path), name)) from None
+            raise user_error(str(e).replace(str(path), name)) from None
         return self.read(gray, name)
+
+
+def user_error(message):
+    """A gr.Error, which the page shows in one line; not logged with a traceback: the user's image, not the server, is wrong."""
+    return gr.Error(message, print_exception=False)
 
 
 def gray_on_white(image):
@@ -123,8 +128,10 @@ def build_page(reader):
                                       elem_id="upload")
             with gr.Column():
                 label = gr.Label(num_top_classes=TOP_K, label="Likeliest digits", elem_id="label")
-                seen = gr.Image(label="What the network saw (28x28)", interactive=False, elem_id="seen",
-                                buttons=["download", "fullscreen"])  # no "share", which uploads to Hugging Face
+                # PNG: the pixels exactly as the network saw them (Gradio's default, WebP, is lossy). No "share"
+                # button, which uploads to Hugging Face.
+                seen = gr.Image(label="What the network saw (28x28)", interactive=False, elem_id="seen", format="png",
+                                buttons=["download", "fullscreen"])
         # The API's answer is the label alone: the 28x28 image goes through a State, which gradio_client leaves out.
         seen_state = gr.State()
 
