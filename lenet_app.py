@@ -93,7 +93,7 @@ def user_error(message):
 
 
 def gray_on_white(image):
-    """float32 (H, W) grey levels 0-255 of a Pillow image of any mode, its transparent parts white paper."""
+    """float32 (H, W) grey levels 0-255 of a Pillow image, its transparent parts white paper (as digit_image reads files)."""
     image = image.convert("RGBA")
     return np.asarray(Image.alpha_composite(Image.new("RGBA", image.size, "white"), image).convert("L"), np.float32)
 
@@ -118,9 +118,7 @@ def build_page(reader):
                         value=blank_paper(), type="pil", label="Draw a digit", elem_id="drawing",
                         canvas_size=(CANVAS, CANVAS), layers=False, transforms=(),
                         brush=gr.Brush(default_size=BRUSH_RADIUS, colors=["#000000"], color_mode="fixed"))
-                    with gr.Row():
-                        read_button = gr.Button("Read the digit", variant="primary", elem_id="read")
-                        clear_button = gr.Button("Clear", elem_id="clear")
+                    read_button = gr.Button("Read the digit", variant="primary", elem_id="read")
                 with gr.Tab("Upload"):
                     # type="filepath" with image_mode=None: the file as it is, not converted to RGB (which turns
                     # a transparent PNG's paper black); digit_image reads it as lenet_test.py does.
@@ -141,16 +139,12 @@ def build_page(reader):
             """A fresh page, and no answer."""
             return blank_paper(), None, None
 
-        clear_button.click(clear, None, [sketchpad, label, seen], api_visibility="private")
-        # The canvas's own trash button empties it to no value at all, which Gradio shows as "select the draw
-        # tool to start": the white page is put back.
-        sketchpad.clear(clear, None, [sketchpad, label, seen], api_visibility="private")
+        # The canvas's trash button empties it to no value at all, which Gradio shows as "select the draw tool
+        # to start": the white page is put back, without a progress veil over the canvas.
+        sketchpad.clear(clear, None, [sketchpad, label, seen], api_visibility="private", show_progress="hidden")
 
-        def read_upload(path):
-            """Read the digit in one image file; return the label {"label": "9", "confidences": [...]} (and the image seen)."""
-            return reader.read_file(path)
-
-        upload.upload(read_upload, upload, [label, seen_state], api_name="predict").success(
+        upload.upload(reader.read_file, upload, [label, seen_state], api_name="predict",
+                      api_description="The digit in one image file: {'label': '9', 'confidences': [the top 3]}").success(
             lambda image: image, seen_state, seen, api_visibility="private")
     return page
 
@@ -166,6 +160,7 @@ def main(argv=None):
     page = build_page(reader)
     try:
         # prevent_thread_lock: launch() returns once the server answers, so that the URL is printed only then.
+        # max_file_size: a phone's photo is a few MB; bigger uploads are refused before anything reads them.
         page.launch(server_name=args.host, server_port=args.port, share=False, quiet=True, prevent_thread_lock=True,
                     max_file_size="20mb")
     except OSError:  # Gradio's "Cannot find empty port", for any failure to bind (uvicorn has printed which)
