@@ -102,6 +102,7 @@ def blank_paper():
     """A white page as the Sketchpad's background, which also makes the canvas open with the brush in hand.
 
     Gradio 6 opens an empty Sketchpad on "select the draw tool to start"; one with a background opens drawing.
+    The page reaches the canvas a moment after the canvas shows (about a second), and wipes strokes drawn before.
     """
     return {"background": Image.new("RGB", (CANVAS, CANVAS), "white"), "layers": [], "composite": None}
 
