@@ -1,0 +1,343 @@
+"""lenet_app.py: its reader in this process, the server as `make app` starts it, its /predict API, and the page in
+headless Chromium (Debian's chromium and chromium-driver, which .ci/run installs).
+
+The server serves the model trained on the fixture (the session's `trained`), on a free port, for the whole module.
+Every wait is for a state (a line printed, an element shown), bounded by a generous deadline for a busy machine.
+
+    APP_SCREENSHOT=docs/app.png .venv/bin/python -m pytest -q tests/test_lenet_app.py -k draws    # remakes docs/app.png
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from io import BytesIO
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import digit_image
+import lenet
+from conftest import CLEAN_ENV, ROOT, fixture_arrays
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+DEADLINE = 180  # seconds for any one state to come: the server's start, a page's answer
+
+
+# ---------------------------------------------------------------------------------------------
+# Expected answers, computed here with the same model, as lenet_test.py reads a file
+
+@pytest.fixture(scope="module")
+def reference(trained):
+    """probabilities(image (1, 28, 28)) -> (10,) from the trained model, through an EvalGraph of this process."""
+    folder, _ = trained
+    device = lenet.flow.device("cpu")
+    graph = lenet.EvalGraph(lenet.load_model(folder / "lenet_models_1", device))
+    return lambda image: lenet.softmax(lenet.predict(graph, image[None], 1, device))[0]
+
+
+def digit_pngs(tmp_path):
+    """Write the fixture's first test digit of each class as white-on-black 28x28 PNGs; return {digit: path}."""
+    raw = fixture_arrays()
+    paths = {}
+    for digit in range(10):
+        paths[digit] = tmp_path / f"{digit}.png"
+        Image.fromarray(raw["x_test"][int(np.flatnonzero(raw["y_test"] == digit)[0])]).save(paths[digit])
+    return paths
+
+
+def transparent_png(path, target):
+    """Write the digit of a white-on-black PNG as dark ink on transparent paper, 4 times larger, as drawing apps do."""
+    ink = np.asarray(Image.open(path).convert("L"))
+    rgba = np.zeros(ink.shape + (4,), np.uint8)
+    rgba[..., 3] = ink  # black everywhere, opaque only where the ink is
+    Image.fromarray(rgba, "RGBA").resize((112, 112), Image.Resampling.LANCZOS).save(target)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# The reader, in this process
+
+@pytest.fixture(scope="module")
+def lenet_app():
+    import lenet_app  # imports gradio, a few seconds: only for the tests that need it
+    return lenet_app
+
+
+def test_one_graph_is_built_at_start_and_serves_every_request(trained, lenet_app, monkeypatch, tmp_path):
+    built = []
+
+    class CountingGraph(lenet.EvalGraph):
+        def build(self, images):
+            built.append(tuple(images.shape))  # build runs once per graph, when it is compiled
+            return super().build(images)
+
+    monkeypatch.setattr(lenet, "EvalGraph", CountingGraph)
+    folder, _ = trained
+    device = lenet.flow.device("cpu")
+    reader = lenet_app.DigitReader(lenet.load_model(folder / "lenet_models_1", device), device)
+    assert built == [(1, 1, 28, 28)]  # compiled before any request
+    for path in digit_pngs(tmp_path).values():
+        label, seen = reader.read_file(str(path))
+        assert len(label) == 10 and abs(sum(label.values()) - 1) < 1e-6
+        assert seen.shape == (280, 280) and seen.dtype == np.uint8
+    assert built == [(1, 1, 28, 28)]
+
+
+def test_a_drawing_is_read_as_dark_ink_on_white_paper(trained, lenet_app, reference, tmp_path):
+    folder, _ = trained
+    device = lenet.flow.device("cpu")
+    reader = lenet_app.DigitReader(lenet.load_model(folder / "lenet_models_1", device), device)
+    # The Sketchpad's composite: black strokes, transparent where nothing was drawn (no background loaded yet).
+    strokes = Image.open(transparent_png(digit_pngs(tmp_path)[7], tmp_path / "7-rgba.png"))
+    label, seen = reader.read_drawing({"background": None, "layers": [strokes], "composite": strokes})
+    expected = reference(digit_image.load_image(tmp_path / "7-rgba.png"))
+    assert np.allclose([label[str(d)] for d in range(10)], expected, atol=1e-5)
+    assert np.array_equal(seen[::10, ::10], np.round(digit_image.load_image(tmp_path / "7-rgba.png")[0] * 255))
+
+    with pytest.raises(lenet_app.gr.Error) as error:
+        reader.read_drawing(None)
+    assert error.value.message == "draw a digit first"
+    white = Image.new("RGBA", (280, 280), "white")
+    with pytest.raises(lenet_app.gr.Error) as error:
+        reader.read_drawing({"background": white, "layers": [], "composite": white})
+    assert error.value.message.startswith("the drawing: no digit found (the image is blank")
+
+
+# ---------------------------------------------------------------------------------------------
+# The server, as a user starts it
+
+def free_port():
+    """A TCP port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_line(process, stdout_path, stderr_path, prefix):
+    """The first line of the process's stdout that starts with prefix, once printed; fails if the process ends first."""
+    start = time.monotonic()
+    while time.monotonic() - start < DEADLINE:
+        for line in stdout_path.read_text().splitlines():
+            if line.startswith(prefix):
+                return line
+        if process.poll() is not None:
+            pytest.fail(f"lenet_app.py ended ({process.returncode}) before printing {prefix!r}:\n"
+                        f"{stdout_path.read_text()}\n{stderr_path.read_text()}")
+        time.sleep(0.05)  # between looks at the file: the wait is for the line
+    pytest.fail(f"lenet_app.py printed no {prefix!r} line in {DEADLINE} s:\n{stderr_path.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def app(trained, tmp_path_factory):
+    """The URL of lenet_app.py serving the trained model, started as `make app` starts it (ended after the module)."""
+    folder, _ = trained
+    logs = tmp_path_factory.mktemp("app")
+    port = free_port()
+    with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
+        process = subprocess.Popen([sys.executable, str(ROOT / "lenet_app.py"), "--port", str(port)], cwd=folder,
+                                   env={**CLEAN_ENV, "GRADIO_ANALYTICS_ENABLED": "False"}, stdout=stdout, stderr=stderr)
+    try:
+        start = time.monotonic()
+        line = wait_for_line(process, logs / "stdout", logs / "stderr", "serving on ")
+        print(f"lenet_app.py served after {time.monotonic() - start:.1f} s")  # shown by pytest -s
+        assert line == f"serving on http://127.0.0.1:{port} (Ctrl+C stops)"
+        assert (logs / "stdout").read_text().splitlines()[0] == "device cpu (no GPU found)"
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    assert "Traceback" not in (logs / "stderr").read_text()  # no request, good or bad, raised in the server
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    from gradio_client import Client
+    return Client(app, verbose=False)
+
+
+def test_predict_api_reads_pngs_as_lenet_test_does(client, reference, tmp_path):
+    from gradio_client import handle_file
+    pngs = digit_pngs(tmp_path)
+    # Each digit as MNIST stores it, and one as dark ink on transparent paper (which an RGB conversion would blacken).
+    files = [*pngs.values(), transparent_png(pngs[3], tmp_path / "3-transparent.png")]
+    for path in files:
+        answer = client.predict(handle_file(path), api_name="/predict")
+        expected = reference(digit_image.load_image(path))
+        top3 = np.argsort(-expected, kind="stable")[:3]
+        assert answer["label"] == str(top3[0])
+        assert [c["label"] for c in answer["confidences"]] == [str(d) for d in top3]
+        assert np.allclose([c["confidence"] for c in answer["confidences"]], expected[top3], atol=1e-5)
+
+
+def test_an_image_with_no_digit_gets_the_one_line_message_and_the_server_goes_on(client, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    Image.new("L", (64, 48), 255).save(tmp_path / "blank page.png")
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(tmp_path / "blank page.png"), api_name="/predict")
+    # Named as the user named it, not by Gradio's temporary copy.
+    assert str(error.value) == ("blank page.png: no digit found (the image is blank: ink and paper differ by "
+                                "0 grey levels, noise 0)")
+    assert client.predict(handle_file(digit_pngs(tmp_path)[1]), api_name="/predict")["label"] in "0123456789"
+
+
+def test_twenty_requests_at_once_are_all_answered(client, reference, tmp_path):
+    from gradio_client import handle_file
+    pngs = digit_pngs(tmp_path)
+    jobs = [(digit, client.submit(handle_file(pngs[digit]), api_name="/predict")) for digit in list(range(10)) * 2]
+    answers = [(digit, job.result(timeout=DEADLINE)["label"]) for digit, job in jobs]
+    expected = {digit: str(reference(digit_image.load_image(pngs[digit])).argmax()) for digit in range(10)}
+    assert answers == [(digit, expected[digit]) for digit, _ in jobs]
+
+
+def test_without_a_model_it_exits_before_serving(tmp_path):
+    # Not run_script: a server started by mistake would keep it waiting for its 10 minutes.
+    result = subprocess.run([sys.executable, str(ROOT / "lenet_app.py"), "--port", str(free_port())], cwd=tmp_path,
+                            env=CLEAN_ENV, capture_output=True, text=True, timeout=DEADLINE)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == "error: no model at lenet_models_1 (run lenet_train.py first)"
+    assert "serving" not in result.stdout and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The page, in headless Chromium
+
+needs_chromium = pytest.mark.skipif(
+    not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+    reason=f"no {CHROMIUM} or {CHROMEDRIVER}: apt-get install chromium chromium-driver (.ci/run does)")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Headless Chromium through chromedriver, both Debian's: Selenium downloads nothing when given their paths."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    # No GPU, no sandbox (CI runs as root), and none of Chromium's own connections, which a closed network refuses.
+    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}", "--window-size=1200,800"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait(browser, condition):
+    """condition(browser)'s first truthy value, waited for."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(browser, DEADLINE, poll_frequency=0.05).until(condition)
+
+
+def element_state(browser, script):
+    """A condition for wait(): the value of a JavaScript expression on the page."""
+    return lambda _: browser.execute_script(f"return {script}")
+
+
+def ready_to_draw(browser):
+    """A condition for wait(): the canvas holds its white page and the brush is in hand."""
+    # The white page is the first entry of the canvas's history (Undo enabled); the brush's size button shows
+    # only while the draw tool is picked. Strokes drawn before the page is in would be wiped by it.
+    return element_state(browser, """(() => {
+        const undo = document.querySelector('#drawing button[aria-label="Undo"]');
+        return !!undo && !undo.disabled && !!document.querySelector('#drawing button[aria-label="Brush Size"]'); })()""")
+
+
+@pytest.fixture
+def page(browser, app):
+    """The page freshly opened, its canvas ready to draw on, no tool to pick first."""
+    browser.get(app)
+    wait(browser, ready_to_draw(browser))
+    assert "select the draw tool" not in browser.find_element("id", "drawing").text
+    return browser
+
+
+STROKES = {  # each digit as mouse strokes, points in fractions of the paper's side from its top left corner
+    1: [[(0.55, 0.15), (0.5, 0.85)]],
+    7: [[(0.22, 0.2), (0.78, 0.2), (0.42, 0.85)]],
+}
+
+
+def draw(browser, digit):
+    """Draw digit on the canvas with the mouse: press, move along each stroke, release."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    canvas = browser.find_element("css selector", "#drawing canvas")
+    # The paper (280 pixels, zoomed to fit) sits in the middle of the canvas element; 0.7 of the element's
+    # shorter side stays within it.
+    side = 0.7 * min(canvas.size["width"], canvas.size["height"])
+    for stroke in STROKES[digit]:
+        x, y = [round((f - 0.5) * side) for f in stroke[0]]
+        actions = ActionChains(browser).move_to_element_with_offset(canvas, x, y).click_and_hold()
+        for fx, fy in stroke[1:]:
+            next_x, next_y = round((fx - 0.5) * side), round((fy - 0.5) * side)
+            actions.move_by_offset(next_x - x, next_y - y)
+            x, y = next_x, next_y
+        actions.release().perform()
+
+
+def answer(browser):
+    """The digit the page shows, once it shows one; fails at once if the page shows an error message instead."""
+    label, message = wait(browser, element_state(browser, """(() => {
+        const label = document.querySelector('#label [data-testid=label-output-value]')?.innerText;
+        const message = document.querySelector('[data-testid=toast-body]')?.innerText;  // title and message
+        return (label || message) ? [label, message] : null; })()"""))
+    assert not message, f"the page says: {message}"
+    return label
+
+
+def seen_image(browser):
+    """The 28x28 image the page shows (each pixel a 10x10 square), as float32 (1, 28, 28) in [0, 1]."""
+    url = wait(browser, element_state(browser, "document.querySelector('#seen img')?.src"))
+    with urllib.request.urlopen(url, timeout=DEADLINE) as response:
+        shown = np.asarray(Image.open(BytesIO(response.read())).convert("L"), np.float32)
+    assert shown.shape == (280, 280)
+    return (shown[::10, ::10] / 255)[None]
+
+
+@needs_chromium
+def test_draws_a_digit_with_the_mouse_and_reads_it(page, reference, tmp_path):
+    draw(page, 7)
+    page.find_element("id", "read").click()
+    shown = answer(page)
+    assert shown == str(reference(seen_image(page)).argmax())  # the network's answer for the image shown
+    assert shown == "7"  # observed 7 (probability 0.99) with the fixture's model
+    page.save_screenshot(tmp_path / "app.png")
+    if os.environ.get("APP_SCREENSHOT"):
+        shutil.copy(tmp_path / "app.png", os.environ["APP_SCREENSHOT"])
+
+
+@needs_chromium
+def test_the_trash_button_gives_a_fresh_page_to_draw_on(page):
+    draw(page, 1)
+    page.find_element("id", "read").click()
+    assert answer(page) == "1"  # observed 1 (probability 0.98) with the fixture's model
+    page.find_element("css selector", '#drawing button[aria-label="Clear canvas"]').click()
+    wait(page, lambda browser: not browser.find_elements("css selector", "#label [data-testid=label-output-value]"))
+    wait(page, ready_to_draw(page))
+    assert "select the draw tool" not in page.find_element("id", "drawing").text
+    draw(page, 7)
+    page.find_element("id", "read").click()
+    assert answer(page) == "7"  # the 1 is gone: a 7 over a 1 reads otherwise
+
+
+@needs_chromium
+def test_uploads_a_png_and_reads_it(page, reference, tmp_path):
+    path = transparent_png(digit_pngs(tmp_path)[3], tmp_path / "three.png")
+    page.find_element("xpath", "//button[@role='tab' and contains(., 'Upload')]").click()
+    wait(page, lambda browser: browser.find_element("css selector", "#upload input[type=file]")).send_keys(str(path))
+    expected = digit_image.load_image(path)
+    assert answer(page) == str(reference(expected).argmax())
+    assert np.allclose(seen_image(page), expected, atol=0.5 / 255)
+
+
+@needs_chromium
+def test_a_blank_canvas_shows_the_message(page):
+    page.find_element("id", "read").click()
+    message = wait(page, element_state(page, "document.querySelector('[data-testid=toast-text]')?.innerText"))
+    assert message == "draw a digit first"  # the canvas sends no image while nothing is drawn
+    assert not page.find_elements("css selector", "#label [data-testid=label-output-value]")
