@@ -27,7 +27,7 @@ import gradio as gr
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model-dir", default="./lenet_models_1", help="folder of the trained model (default: ./lenet_models_1)")
-parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 if OneFlow sees a GPU, else cpu)")
+parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the first GPU OneFlow 0.9 can run on, else cpu)")
 parser.add_argument("--host", default="127.0.0.1", help="address to serve on; 0.0.0.0 for every network "
                                                         "(default: 127.0.0.1, this machine only)")
 parser.add_argument("--port", type=lenet.positive_int, default=7860, help="TCP port to serve on (default: 7860)")

@@ -20,7 +20,7 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("image", nargs="+", help="image files of one digit each: any format Pillow reads, any size, "
                                              "dark on light or light on dark")
 parser.add_argument("--model-dir", default="./lenet_models_1", help="folder of the trained model (default: ./lenet_models_1)")
-parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 if OneFlow sees a GPU, else cpu)")
+parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the first GPU OneFlow 0.9 can run on, else cpu)")
 parser.add_argument("--top-k", type=lenet.positive_int, default=1, help="show the K likeliest digits, 1 to 10, "
                                                                         "with their probabilities (default: 1)")
 parser.add_argument("--batch-size", type=lenet.positive_int, default=100, help="images per graph run (default: 100)")

@@ -24,7 +24,7 @@ parser.add_argument("--batch-size", type=lenet.positive_int, default=100, help="
 parser.add_argument("--learning-rate", type=lenet.positive_float, default=0.1, help="SGD step size (default: 0.1)")
 parser.add_argument("--log-interval", type=lenet.positive_int, default=20, help="print the loss every this many steps (default: 20)")
 parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights, the shuffling and dropout (default: 0)")
-parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda:0 if OneFlow sees a GPU, else cpu)")
+parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the first GPU OneFlow 0.9 can run on, else cpu)")
 parser.add_argument("--data-dir", default=".", help="folder of mnist.npz, downloaded there if missing (default: .)")
 parser.add_argument("--model-dir", default="./lenet_models_1", help="folder to save the model to after every epoch, replacing it (default: ./lenet_models_1)")
 parser.add_argument("--resume", action="store_true", help="continue the training saved in --model-dir (default: start afresh)")
