@@ -4,6 +4,10 @@ A reader of the tutorial can skip this file: nothing here changes what the netwo
 OneFlow finds its libraries and how fast it runs on a CPU. Each speed setting says why in one line; its
 measurement is in BENCHMARKS.md. LENET_SPEEDUPS=0 turns every speed setting off (OneFlow's own behaviour);
 setting any of the environment variables below yourself overrides it.
+
+It also loads oneflow_graph_fix, which fixes a race in OneFlow 0.9.0 that crashes processes running short graph
+runs back to back (oneflow_graph_fix/oneflow_graph_fix.c says how; BENCHMARKS.md measures it).
+LENET_GRAPH_FIX=0 leaves it out, for benchmarks/graph_crash.py to show the crash.
 """
 import ctypes
 import importlib.metadata
@@ -24,6 +28,27 @@ def load_cuda_libraries():
     lib_dir = Path(list(spec.submodule_search_locations)[0]) / "lib"
     for name in ("ops_infer", "ops_train", "cnn_infer", "cnn_train"):  # dependencies first
         ctypes.CDLL(str(lib_dir / f"libcudnn_{name}.so.8"), mode=ctypes.RTLD_GLOBAL)
+
+
+def load_graph_fix():
+    """Load oneflow_graph_fix globally, before OneFlow, so that liboneflow's calls bind to it; return it (ctypes), or
+    None where LENET_GRAPH_FIX=0."""
+    if os.environ.get("LENET_GRAPH_FIX", "1") == "0":
+        return None
+    spec = importlib.util.find_spec("oneflow_graph_fix")  # found, not imported: it is loaded as a plain library
+    if spec is None:
+        sys.exit("error: oneflow_graph_fix is not installed; pip install -r requirements.txt builds it (with a C compiler)")
+    return ctypes.CDLL(spec.origin, mode=ctypes.RTLD_GLOBAL)
+
+
+def graph_runs():
+    """(runs recorded, runs ended, runs that ended before OneFlow recorded them) of every nn.Graph in this process so
+    far, as oneflow_graph_fix counted them; None without it."""
+    if GRAPH_FIX is None:
+        return None
+    counts = [ctypes.c_long() for _ in range(3)]
+    GRAPH_FIX.oneflow_graph_fix_counts(*map(ctypes.byref, counts))
+    return tuple(count.value for count in counts)
 
 
 def load_mkl():
@@ -96,6 +121,7 @@ def import_oneflow_quietly():
 
 
 load_cuda_libraries()
+GRAPH_FIX = load_graph_fix()
 BLAS = load_mkl()
 if SPEEDUPS:
     set_cpu_variables()

@@ -1,0 +1,122 @@
+/* A fix for a race in OneFlow 0.9.0's nn.Graph runtime, loaded before `import oneflow` (oneflow_setup.py).
+
+   Each run of an nn.Graph is an instruction of OneFlow's VM, LaunchLazyJob, whose Compute() (on a VM worker thread)
+   hands the run to the graph's actors and then records it in its stream's queue of graphs in flight:
+
+       buffer_mgr->Get(GetCallbackNotifierBufferName(job_name))->Push(job_instance);
+       buffer_mgr->Get(GetSourceTickBufferName(job_name))->Push(job_instance);    // the actors may start now
+       lazy_job_stream_policy->EnqueueNNGraph(nn_graph_);                         // queue_.emplace(nn_graph)
+
+   When the run ends, an actor thread calls DequeueNNGraph() (queue_.pop()). A run shorter than the time the worker
+   thread is kept off its core between the Push and EnqueueNNGraph (a batch of 1 takes about 2 ms, a time slice is
+   a few) ends first: pop() on an empty std::queue, undefined behaviour that corrupts the queue and the heap. The
+   process dies later in some other thread (SIGSEGV, malloc's "corrupted" abort), or a second graph waits for ever
+   for a queue that is never empty again (WaitUntilQueueEmptyIfFrontNNGraphNotEquals).
+
+   This library defines both methods itself, so that the dynamic linker binds liboneflow's calls to them (liboneflow
+   calls them through its PLT, and a library loaded with RTLD_GLOBAL before it comes first), and keeps the queue
+   right: a DequeueNNGraph that finds no run recorded is remembered, and the EnqueueNNGraph it overtook is then
+   dropped instead of recorded. Every other call goes to OneFlow's own method, in order, under one lock. */
+#define _GNU_SOURCE
+#include <Python.h>
+#include <dlfcn.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ENQUEUE "_ZN7oneflow2vm19LazyJobStreamPolicy14EnqueueNNGraphERKSt10shared_ptrINS_9NNGraphIfEE"
+#define DEQUEUE "_ZN7oneflow2vm19LazyJobStreamPolicy14DequeueNNGraphEv"
+#define POLICIES 16 /* lazy-job streams a process may have: one per device in practice */
+
+static void (*oneflow_enqueue)(void *policy, const void *graph);
+static void (*oneflow_dequeue)(void *policy);
+static pthread_once_t resolved = PTHREAD_ONCE_INIT;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+  void *policy;
+  long recorded; /* runs in OneFlow's queue now */
+  long overtaken; /* runs that ended before they were recorded, whose EnqueueNNGraph is still to come */
+} streams[POLICIES];
+static long enqueued, dequeued, ended_first; /* counts since the start, for tests and the benchmark */
+
+static int find_liboneflow(struct dl_phdr_info *info, size_t size, void *path) {
+  if (strstr(info->dlpi_name, "/liboneflow") == NULL) return 0;
+  *(const char **)path = info->dlpi_name;
+  return 1;
+}
+
+/* OneFlow's own methods, from liboneflow (not in the global scope: its handle is searched directly). */
+static void resolve(void) {
+  const char *path = NULL;
+  dl_iterate_phdr(find_liboneflow, &path);
+  void *liboneflow = path ? dlopen(path, RTLD_NOLOAD | RTLD_LAZY) : NULL;
+  if (liboneflow) {
+    oneflow_enqueue = (void (*)(void *, const void *))dlsym(liboneflow, ENQUEUE);
+    oneflow_dequeue = (void (*)(void *))dlsym(liboneflow, DEQUEUE);
+  }
+  if (!oneflow_enqueue || !oneflow_dequeue) {
+    fprintf(stderr, "oneflow_graph_fix: LazyJobStreamPolicy's methods not found in liboneflow (%s); "
+                    "it is made for oneflow 0.9.0\n", path ? path : "not loaded");
+    abort();
+  }
+}
+
+static int stream_of(void *policy) {
+  for (int i = 0; i < POLICIES; i++) {
+    if (streams[i].policy == policy || streams[i].policy == NULL) {
+      streams[i].policy = policy;
+      return i;
+    }
+  }
+  fprintf(stderr, "oneflow_graph_fix: more than %d lazy-job streams\n", POLICIES);
+  abort();
+}
+
+/* oneflow::vm::LazyJobStreamPolicy::EnqueueNNGraph(const std::shared_ptr<NNGraphIf>&) */
+void _ZN7oneflow2vm19LazyJobStreamPolicy14EnqueueNNGraphERKSt10shared_ptrINS_9NNGraphIfEE(void *policy,
+                                                                                          const void *graph) {
+  pthread_once(&resolved, resolve);
+  pthread_mutex_lock(&lock);
+  int i = stream_of(policy);
+  enqueued++;
+  if (streams[i].overtaken > 0) {
+    streams[i].overtaken--; /* this run has ended already: recording it would leave it in the queue for ever */
+  } else {
+    oneflow_enqueue(policy, graph);
+    streams[i].recorded++;
+  }
+  pthread_mutex_unlock(&lock);
+}
+
+/* oneflow::vm::LazyJobStreamPolicy::DequeueNNGraph() */
+void _ZN7oneflow2vm19LazyJobStreamPolicy14DequeueNNGraphEv(void *policy) {
+  pthread_once(&resolved, resolve);
+  pthread_mutex_lock(&lock);
+  int i = stream_of(policy);
+  dequeued++;
+  if (streams[i].recorded == 0) {
+    streams[i].overtaken++; /* ended before its EnqueueNNGraph: OneFlow's pop() would find an empty queue */
+    ended_first++;
+  } else {
+    oneflow_dequeue(policy);
+    streams[i].recorded--;
+  }
+  pthread_mutex_unlock(&lock);
+}
+
+/* The counts since the process started: runs recorded, runs ended, and runs that ended before they were recorded. */
+void oneflow_graph_fix_counts(long *runs_enqueued, long *runs_dequeued, long *runs_ended_first) {
+  pthread_mutex_lock(&lock);
+  *runs_enqueued = enqueued;
+  *runs_dequeued = dequeued;
+  *runs_ended_first = ended_first;
+  pthread_mutex_unlock(&lock);
+}
+
+/* Built as a Python extension so that pip builds and installs it; oneflow_setup.py loads the file with ctypes. */
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "oneflow_graph_fix",
+                                    "Fixes a race in OneFlow 0.9.0's nn.Graph runtime (loaded by oneflow_setup.py).",
+                                    -1, NULL};
+PyMODINIT_FUNC PyInit_oneflow_graph_fix(void) { return PyModule_Create(&module); }
