@@ -250,14 +250,15 @@ def main():
 
 
 def write_section(path, text):
-    """Put text (which starts and ends with the bench markers) in place of the marked section of the file at path.
+    """Put text, whose first and last lines are its markers, in place of the section they mark in the file at path.
 
     The rest of the file is kept; a file without the markers gets text appended, a missing file is created.
     """
     path = Path(path)
+    start, end = text.splitlines()[0], text.splitlines()[-1]
     old = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARK_START in old and MARK_END in old:
-        new = old[:old.index(MARK_START)] + text + old[old.index(MARK_END) + len(MARK_END):]
+    if start in old and end in old:
+        new = old[:old.index(start)] + text + old[old.index(end) + len(end):]
     else:
         new = old.rstrip("\n") + "\n\n" + text + "\n"
     path.write_text(new)

@@ -61,3 +61,12 @@ def test_fashion_mnist_is_written_as_the_tutorials_mnist_npz(tmp_path):
 def test_the_epoch_line_gives_images_per_second_and_accuracy():
     stdout = "device cpu\nepoch 1 loss 0.6012 test accuracy 85.8% images/s 454\nmodel saved to m\n"
     assert bench.epoch_line(stdout) == (454.0, 85.8)
+
+
+def test_write_section_keeps_the_other_sections(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    bench.write_section(path, f"{bench.MARK_START}\nspeed\n{bench.MARK_END}")
+    bench.write_section(path, "<!-- other:start -->\ncrashes\n<!-- other:end -->")
+    bench.write_section(path, "<!-- other:start -->\nno crashes\n<!-- other:end -->")
+    assert path.read_text() == (f"# Benchmarks\n\n{bench.MARK_START}\nspeed\n{bench.MARK_END}\n\n"
+                                "<!-- other:start -->\nno crashes\n<!-- other:end -->\n")
