@@ -1,6 +1,6 @@
 """A web page that reads a digit you draw or upload, with the saved LeNet (Gradio).
 
-    python lenet_app.py                       # then open http://127.0.0.1:7860, draw a digit and press "Read the digit"
+    python lenet_app.py                       # then open http://127.0.0.1:7860 and draw a digit: it is read as you draw
     python lenet_app.py --host 0.0.0.0 --port 8080    # reachable from other machines
 
 The drawing or the image is made to look like an MNIST digit as lenet_test.py does it (digit_image: white on black,
@@ -13,6 +13,7 @@ can ask too, through the endpoint /predict (one image file in, the label out):
 It runs offline: no analytics, no share link, nothing fetched from the internet.
 """
 import argparse
+import os
 import sys
 import threading
 from pathlib import Path
@@ -23,7 +24,8 @@ from PIL import Image
 import digit_image
 import lenet
 
-import gradio as gr
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio's import: it reads it then, and is on unless "False"
+import gradio as gr  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model-dir", default="./lenet_models_1", help="folder of the trained model (default: ./lenet_models_1)")
@@ -72,10 +74,14 @@ class DigitReader:
         return label, seen
 
     def read_drawing(self, drawing):
-        """read() for the Sketchpad's value: {"background", "layers", "composite"}, the composite an RGBA image."""
+        """read() for the Sketchpad's value ({"background", "layers", "composite"}, the composite an RGBA image); no
+        answer (None, None) while it holds no digit: a fresh or cleared page, a first dot."""
         if drawing is None or drawing.get("composite") is None:
-            raise user_error("draw a digit first")
-        return self.read(gray_on_white(drawing["composite"]), "the drawing")
+            return None, None
+        try:
+            return self.read(gray_on_white(drawing["composite"]), "the drawing")
+        except gr.Error:  # read() found no digit
+            return None, None
 
     def read_file(self, path):
         """read() for an uploaded image file; its errors name the file as the user called it."""
@@ -119,7 +125,6 @@ def build_page(reader):
                         value=blank_paper(), type="pil", label="Draw a digit", elem_id="drawing",
                         canvas_size=(CANVAS, CANVAS), layers=False, transforms=(),
                         brush=gr.Brush(default_size=BRUSH_RADIUS, colors=["#000000"], color_mode="fixed"))
-                    read_button = gr.Button("Read the digit", variant="primary", elem_id="read")
                 with gr.Tab("Upload"):
                     # type="filepath" with image_mode=None: the file as it is, not converted to RGB (which turns
                     # a transparent PNG's paper black); digit_image reads it as lenet_test.py does.
@@ -134,7 +139,10 @@ def build_page(reader):
         # The API's answer is the label alone: the 28x28 image goes through a State, which gradio_client leaves out.
         seen_state = gr.State()
 
-        read_button.click(reader.read_drawing, sketchpad, [label, seen], api_visibility="private")
+        # Read as you draw: each stroke, once the pen is lifted, is a user input. always_last: strokes made while a
+        # reading is under way make one more reading once it is done, of the drawing as it is then, not one each.
+        sketchpad.input(reader.read_drawing, sketchpad, [label, seen], api_visibility="private",
+                        trigger_mode="always_last", show_progress="hidden")
 
         def clear():
             """A fresh page, and no answer."""
