@@ -17,6 +17,7 @@ from tqdm import tqdm
 import lenet
 import oneflow_setup
 from lenet import flow
+from stop_request import StopRequest
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--epochs", type=lenet.positive_int, default=20, help="passes over the training set (default: 20)")
@@ -52,21 +53,6 @@ class Interrupted(Exception):
     """Training stopped by a signal; args: the signal number, the epoch and step it stopped at, the last epoch saved."""
 
 
-class StopRequest:
-    """A SIGINT / SIGTERM handler: the first signal asks training to stop after the current step, a second exits at once.
-
-    Under the launcher the first exits at once too: processes stopping at different steps would wait on each other.
-    """
-
-    def __init__(self):
-        self.signum = None
-
-    def __call__(self, signum, frame):
-        if self.signum is not None or flow.env.get_world_size() > 1:
-            os._exit(128 + signum)  # a half-written save is only ever the .saving folder beside the model
-        self.signum = signum
-
-
 def check_finite(loss, epoch, step, learning_rate, model_dir):
     """Raise InputError if the loss has become NaN or infinite."""
     if not np.isfinite(loss):
@@ -91,7 +77,7 @@ def train(check_point, train_data, test_data, device, epochs, batch_size, learni
           model_dir, resume=False, max_steps=None, stop=None, metrics=None):
     """Train check_point.model, saving it with its training state to model_dir after every epoch; return per-epoch records.
 
-    With resume, continue from the state in model_dir. `stop` (a StopRequest) ends training after the current
+    With resume, continue from the state in model_dir. `stop` (a stop_request.StopRequest) ends training after the current
     step by raising Interrupted. Each record is also written to the text file metrics, if given, as one JSON
     line when its epoch ends.
     """
@@ -150,9 +136,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if flow.env.get_rank() != 0:
         sys.stdout = open(os.devnull, "w")  # under the launcher, the first process alone prints the log
-    stop = StopRequest()
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    stop = StopRequest(at_once=flow.env.get_world_size() > 1)
+    stop.install()
     try:
         device, description = lenet.choose_device(args.device)
         print(f"device {description}")

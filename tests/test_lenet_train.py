@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import lenet
 from conftest import CLEAN_ENV, FIXTURE, ROOT, assert_fails_cleanly, fixture_arrays, initialised, run_script, weights
 from lenet import flow
 from lenet_train import TrainGraph
+from stop_request import GRACE
 
 
 def test_train_prints_the_log_and_saves(trained):
@@ -160,9 +162,11 @@ def test_resume_after_two_epochs_equals_an_uninterrupted_run(small_data, uninter
 
 # Runs lenet_train.main(argv[2:]) with a pause: when `lenet.<argv[1]>` is called for the first time, it prints
 # "paused" and waits for a line on stdin, so that a test can send a signal at a known moment of training; from
-# then on it prints "handled" when lenet_train's signal handler has run and returned.
+# then on it prints "handled" when lenet_train's signal handler has run and returned. With LENET_HOLD=native it waits
+# instead inside a native call that never returns, signals or not, as OneFlow's own waits would if they hung (the
+# second lock of a mutex it holds, with the GIL released).
 PAUSED_TRAINING = """
-import signal, sys, lenet, lenet_train
+import ctypes, os, signal, sys, lenet, lenet_train
 name, function = sys.argv[1], getattr(lenet, sys.argv[1])
 def paused(*args, **kwargs):
     setattr(lenet, name, function)
@@ -170,6 +174,10 @@ def paused(*args, **kwargs):
         handler = signal.getsignal(signum)
         signal.signal(signum, lambda *a, handler=handler: (handler(*a), print("handled", flush=True)))
     print("paused", flush=True)
+    if os.environ.get("LENET_HOLD") == "native":
+        mutex = ctypes.create_string_buffer(64)  # zeros: glibc's unlocked default mutex
+        ctypes.CDLL(None).pthread_mutex_lock(mutex)
+        ctypes.CDLL(None).pthread_mutex_lock(mutex)
     sys.stdin.readline()
     return function(*args, **kwargs)
 setattr(lenet, name, paused)
@@ -179,14 +187,14 @@ lenet_train.main(sys.argv[2:])
 
 @pytest.fixture
 def start_paused():
-    """start(folder, pause_at, *flags): lenet_train.py with flags, paused at the first call of lenet.<pause_at>;
-    returns the process once paused. Whatever is still running at the end of the test is killed."""
+    """start(folder, pause_at, *flags, hold="python" or "native"): lenet_train.py with flags, paused at the first call
+    of lenet.<pause_at>; returns the process once paused. Whatever is still running at the end of the test is killed."""
     processes = []
 
-    def start(folder, pause_at, *flags):
+    def start(folder, pause_at, *flags, hold="python"):
         process = subprocess.Popen([sys.executable, "-c", PAUSED_TRAINING, pause_at, *map(str, flags)], cwd=folder,
                                    text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   env={**CLEAN_ENV, "PYTHONPATH": str(ROOT)})
+                                   env={**CLEAN_ENV, "PYTHONPATH": str(ROOT), "LENET_HOLD": hold})
         processes.append(process)
         for line in process.stdout:
             if line == "paused\n":
@@ -206,7 +214,7 @@ def test_a_signal_keeps_the_last_epoch_and_resume_finishes_the_run(small_data, u
     process = start_paused(small_data, "evaluate", *TRAIN, "--model-dir", model_dir)
     process.send_signal(signum)
     stdout, stderr = process.communicate("go\n", timeout=300)
-    assert process.returncode == status
+    assert process.returncode == status, stderr
     assert stderr.splitlines()[-1] == (f"interrupted by {signal.Signals(signum).name} at epoch 2 step 9; epoch 1, the "
                                        f"last complete one, is saved in {model_dir}; continue with the same command "
                                        f"and --resume")
@@ -238,6 +246,40 @@ def test_a_second_ctrl_c_exits_at_once(small_data, start_paused):
     stderr = process.stderr.read()
     assert "interrupted by" not in stderr and "Traceback" not in stderr
     assert not (small_data / "twice").exists()
+
+
+def delivered(process):
+    """A condition for wait_for(): no signal is pending for process any more (Linux has run its handler)."""
+    def check():
+        with open(f"/proc/{process.pid}/status") as f:
+            return all(int(line.split()[1], 16) == 0 for line in f if line.startswith(("SigPnd:", "ShdPnd:")))
+    return check
+
+
+def wait_for(condition, what):
+    """Wait until condition() is true, bounded by a generous deadline for a busy machine."""
+    deadline = time.monotonic() + 300
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} in 300 s"
+        time.sleep(0.01)  # between looks at the state
+
+
+def test_a_second_ctrl_c_exits_at_once_while_oneflow_does_not_return(small_data, start_paused):
+    process = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "native", hold="native")
+    process.send_signal(signal.SIGINT)  # the handler cannot run: the main thread is inside the native call
+    wait_for(delivered(process), "delivery of the first SIGINT")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=300) == 130
+    stderr = process.stderr.read()
+    assert "interrupted by" not in stderr and "Traceback" not in stderr  # at once: not after the grace, with its line
+
+
+def test_sigterm_ends_a_run_that_oneflow_does_not_return_to(small_data, start_paused):
+    process = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "native", hold="native")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) == 143  # after stop_request.GRACE seconds
+    assert process.stderr.read().splitlines()[-1] == (f"interrupted by SIGTERM: training was inside OneFlow and did "
+                                                      f"not come back within {GRACE} s; stopped at once")
 
 
 def test_resume_refuses_other_flags_or_no_state(small_data, uninterrupted):
