@@ -111,52 +111,6 @@ import oneflow as flow  # noqa: E402  (imported above, after the settings)
 
 
 # ---------------------------------------------------------------------------------------------
-# The GPUs this OneFlow can run on. Its wheel is a CUDA 11.7 build with kernels for compute capability 6.0 to
-# 8.6 and no PTX: 8.9 (Ada) runs the 8.6 code, 9.0 and newer (Hopper, Blackwell) abort at the first kernel.
-
-CAPABILITIES = ((6, 0), (8, 9))  # the lowest and highest compute capability OneFlow 0.9.0 runs on
-NVIDIA_DRIVER = "/proc/driver/nvidia/version"  # Linux's note of the NVIDIA driver it has loaded
-
-
-def gpus():
-    """[(name, (major, minor))] of the GPUs OneFlow sees, cuda:0 first. Tests replace it to play other machines."""
-    if not flow.cuda.is_available():
-        return []
-    return [(flow.cuda.get_device_name(i), tuple(flow.cuda.get_device_capability(i)))
-            for i in range(flow.cuda.device_count())]
-
-
-def nvidia_driver():
-    """The version of the NVIDIA driver Linux has loaded ("470.82.01"), or None; None too where CUDA_VISIBLE_DEVICES
-    hides every GPU on purpose. Tests replace it to play other machines."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
-        return None
-    try:
-        with open(NVIDIA_DRIVER) as f:
-            words = f.readline().split("Kernel Module", 1)[-1].split()
-    except OSError:
-        return None
-    return words[0] if words else "of unknown version"
-
-
-def gpu_problem(number, gpus):
-    """Why OneFlow cannot run on cuda:number, given gpus() (the GPU is too new or too old, or missing), or None if it can."""
-    (lowest, highest), version = CAPABILITIES, flow.__version__
-    if number < len(gpus):
-        name, capability = gpus[number]
-        if lowest <= capability <= highest:
-            return None
-        return (f"cuda:{number} ({name}) has compute capability {capability[0]}.{capability[1]}; OneFlow {version} "
-                f"runs on {lowest[0]}.{lowest[1]} to {highest[0]}.{highest[1]}")
-    if gpus:
-        return f"OneFlow sees {len(gpus)} GPU(s)"
-    if nvidia_driver():
-        return (f"OneFlow sees no GPU, though NVIDIA driver {nvidia_driver()} is loaded: a driver too old for "
-                f"CUDA 11.7 is the usual cause; GLOG_minloglevel=0 shows OneFlow's reason")
-    return "no GPU found"
-
-
-# ---------------------------------------------------------------------------------------------
 # After the import: settings for a model that runs on the CPU.
 
 SCHEDULER_THREAD = None  # the thread id of OneFlow's scheduler once it is niced
