@@ -57,15 +57,32 @@ def cpu_flags():
 
 
 def set_cpu_variables():
-    """Set OneFlow's CPU settings in the environment, where the user has not set them."""
+    """Set the CPU settings that OneFlow reads only at its import, where the user has not set them.
+
+    Both steer OneFlow's CPU kernels alone, which a model on a GPU does not run; the settings that change what a
+    graph is made of wait for the CPU to be chosen (set_cpu_graph_variables).
+    """
     if {"avx2", "fma"} <= cpu_flags():
         # OneFlow's OpenBLAS does not recognise recent CPUs and runs its SSE3 kernels there; Haswell's are AVX2.
+        # Read when OpenBLAS is loaded, by `import oneflow`.
         os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
-    # OneFlow sends element-wise binary ops (bias add, ...) to oneDNN, which runs its slow reference kernel for them.
-    os.environ.setdefault("ONEFLOW_ENABLE_ONEDNN_OPTS", "0")
-    # OneFlow gives its CPU kernels cores - 2 threads unless told, 0 on a 2-core machine.
+    # OneFlow gives its CPU kernels cores - 2 threads unless told, 0 on a 2-core machine. Read by `import oneflow`
+    # (SetCpuDeviceManagerNumThreads, when it sets up its environment).
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
-    # The convolutions' bias added inside the convolution kernel rather than in a pass of its own.
+
+
+def set_cpu_graph_variables():
+    """Set the CPU settings that OneFlow reads after its import, where the user has not set them; on_cpu calls it.
+
+    OneFlow reads these when it builds a kernel or a graph, not at `import oneflow` (tests/test_oneflow_setup.py
+    shows it), so a process that runs on a GPU never has them.
+    """
+    # OneFlow sends element-wise binary ops (bias add, ...) to oneDNN, which runs its slow reference kernel for
+    # them. Read each time a CPU kernel is made (EnvBool, not cached).
+    os.environ.setdefault("ONEFLOW_ENABLE_ONEDNN_OPTS", "0")
+    # The convolutions' bias added inside the convolution kernel rather than in a pass of its own: on a GPU it
+    # would be another op (conv2d with a bias input, conv_bias_grad). Read at the first convolution of each
+    # thread (the Conv2d functor is a static thread_local), so it must be set before the model first runs.
     os.environ.setdefault("ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS", "1")
 
 
@@ -149,8 +166,11 @@ def find_scheduler_thread():
 def on_cpu():
     """Speed settings for a process that runs its model on the CPU; called once the CPU is chosen (never for a GPU)."""
     global SCHEDULER_THREAD
+    if not SPEEDUPS:
+        return
+    set_cpu_graph_variables()
     nice = int(os.environ.get("LENET_SCHEDULER_NICE", "10"))
-    if not SPEEDUPS or nice == 0 or SCHEDULER_THREAD is not None:
+    if nice == 0 or SCHEDULER_THREAD is not None:
         return
     tid = find_scheduler_thread()
     if tid is None:

@@ -173,6 +173,22 @@ def test_a_script_on_a_hopper_runs_on_the_cpu_to_its_end(machine, trained, capsy
     assert lines[0] == f"device cpu ({too_new_or_old(0, H200)})" and lines[-1].startswith("accuracy: ")
 
 
+def test_the_cpu_settings_stay_off_a_gpu_run(monkeypatch):
+    """The real on_cpu: the settings OneFlow reads when it builds a graph are set for the CPU, never for a GPU."""
+    monkeypatch.setattr(flow.env, "get_world_size", lambda: 1)
+    monkeypatch.setattr(oneflow_setup, "SPEEDUPS", True)
+    monkeypatch.setenv("LENET_SCHEDULER_NICE", "0")  # this test process's scheduler thread left alone
+    graph_settings = ["ONEFLOW_ENABLE_ONEDNN_OPTS", "ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS"]
+    for name in graph_settings:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(gpu_probe, "load_library", lambda: FakeDriver([A100]))
+    assert str(lenet.choose_device()[0]) == "cuda:0"
+    assert [name for name in graph_settings if name in os.environ] == []
+    monkeypatch.setattr(gpu_probe, "load_library", lambda: FakeDriver([H200]))
+    assert str(lenet.choose_device()[0]) == "cpu:0"
+    assert [os.environ.get(name) for name in graph_settings] == ["0", "1"]
+
+
 def test_the_real_library_missing_is_no_driver(monkeypatch):
     """The ctypes path itself: a library that is not there gives the no-driver reason (any machine)."""
     monkeypatch.setattr(gpu_probe, "LIBRARY", "libcuda-not-installed.so.1")
