@@ -96,22 +96,28 @@ FUSED = str([("conv2d", ["bias", "in", "weight"])] * 2)
 
 
 @pytest.mark.parametrize("device, env, expected", [
-    ("", {}, ("cuda:0", "None", "None", UNFUSED)),  # the fake A100 chosen: nothing set, at import or after
-    ("cpu", {}, ("cpu:0", "0", "1", FUSED)),  # set after the import, once the CPU is chosen: still read
-    ("cpu", {"LENET_SPEEDUPS": "0"}, ("cpu:0", "None", "None", UNFUSED)),
+    ("", {}, ("cuda:0", "None", "None", UNFUSED, True)),  # the fake A100 chosen: nothing set, at import or after
+    ("cpu", {}, ("cpu:0", "0", "1", FUSED, False)),  # set after the import, once the CPU is chosen: still read
+    ("cpu", {"LENET_SPEEDUPS": "0"}, ("cpu:0", "None", "None", UNFUSED, True)),
+    # The user's own setting kept: the bias adds are there again, and still not sent to oneDNN.
+    ("cpu", {"ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS": "0"}, ("cpu:0", "0", "0", UNFUSED, False)),
 ])
 def test_the_graph_settings_are_set_for_the_cpu_alone_and_read_when_a_graph_is_built(device, env, expected):
-    """OneFlow reads ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS at the first convolution of a thread, not at its import:
-    set by on_cpu after the import, it still gives the CPU's graph a conv2d with its bias inside, and a run on a
-    GPU never has it."""
+    """OneFlow reads ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS at the first convolution of a thread and
+    ONEFLOW_ENABLE_ONEDNN_OPTS whenever it makes a CPU kernel, not at its import: set by on_cpu after the import,
+    they still give the CPU's graph a conv2d with its bias inside and keep oneDNN from its binary ops, and a run
+    on a GPU never has them."""
     clean = {name: value for name, value in CLEAN_ENV.items()
              if name not in ("ONEFLOW_ENABLE_ONEDNN_OPTS", "ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS")}
-    result = subprocess.run([sys.executable, "-c", GRAPH, device], env={**clean, **env, "LENET_SCHEDULER_NICE": "0"},
-                            capture_output=True, text=True, timeout=300)
+    # DNNL_VERBOSE=1: oneDNN prints a line on stdout for each primitive it runs.
+    result = subprocess.run([sys.executable, "-c", GRAPH, device], capture_output=True, text=True, timeout=300,
+                            env={**clean, **env, "LENET_SCHEDULER_NICE": "0", "DNNL_VERBOSE": "1"})
     assert result.returncode == 0, result.stderr
-    values = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    lines = result.stdout.splitlines()
+    values = dict(line.split(" ", 1) for line in lines if not line.startswith("dnnl_verbose,"))
+    onednn_binary = any(line.startswith("dnnl_verbose,exec,cpu,binary,") for line in lines)  # the bias adds
     assert (values["device"], values["ONEFLOW_ENABLE_ONEDNN_OPTS"], values["ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS"],
-            values["ops"]) == expected
+            values["ops"], onednn_binary) == expected
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="threads are found through Linux's /proc")
