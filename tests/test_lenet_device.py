@@ -155,9 +155,20 @@ def test_device_cpu_asks_nothing_about_the_gpus(processes, machine, capsys, monk
     assert cpu_settings == [True]
 
 
+def load_on_the_cpu_only(monkeypatch):
+    """lenet.load_model fails the test where it is given a GPU, rather than let OneFlow abort the tests without one."""
+    load_model = lenet.load_model
+    def load(model_dir, device):
+        if device.type != "cpu":
+            pytest.fail(f"the model was to be placed on {device}")
+        return load_model(model_dir, device)
+    monkeypatch.setattr(lenet, "load_model", load)
+
+
 def test_device_cpu_on_a_broken_driver_runs_to_its_end(machine, trained, capsys, monkeypatch):
     folder, _ = trained
     machine("never")  # a broken driver (cuInit would give 999) that fails the test if it is loaded
+    load_on_the_cpu_only(monkeypatch)
     monkeypatch.chdir(folder)
     lenet_eval.main(["--device", "cpu"])  # returns: exit status 0
     lines = capsys.readouterr().out.splitlines()
@@ -167,6 +178,7 @@ def test_device_cpu_on_a_broken_driver_runs_to_its_end(machine, trained, capsys,
 def test_a_script_on_a_hopper_runs_on_the_cpu_to_its_end(machine, trained, capsys, monkeypatch):
     folder, _ = trained
     machine(FakeDriver([H200]))
+    load_on_the_cpu_only(monkeypatch)
     monkeypatch.chdir(folder)
     lenet_eval.main([])  # returns: exit status 0
     lines = capsys.readouterr().out.splitlines()
