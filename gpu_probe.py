@@ -1,4 +1,4 @@
-"""Which GPUs this process has, asked of the NVIDIA driver without side effects, and which of them OneFlow 0.9.0 runs on.
+"""Which GPUs this process has, asked of the NVIDIA driver without side effects, and which OneFlow 0.9.0 runs on.
 
 A reader of the tutorial can skip this file. OneFlow's own questions (flow.cuda.get_device_name and
 get_device_capability) create a CUDA context on the GPU they name, and flow.cuda.is_available() aborts the
@@ -78,7 +78,8 @@ def probe():
         call(library, "cuDeviceGetCount", ctypes.pointer(count))
         gpus = []
         for ordinal in range(count.value):
-            device, major, minor, name = ctypes.c_int(), ctypes.c_int(), ctypes.c_int(), ctypes.create_string_buffer(256)
+            device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+            name = ctypes.create_string_buffer(256)
             call(library, "cuDeviceGet", ctypes.pointer(device), ordinal)
             call(library, "cuDeviceGetName", name, len(name), device)
             call(library, "cuDeviceGetAttribute", ctypes.pointer(major), COMPUTE_CAPABILITY_MAJOR, device)

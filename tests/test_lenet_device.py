@@ -4,6 +4,8 @@ one-line error. No GPU is needed: gpu_probe.load_library, the probe's one seam, 
 (fake_cuda.py) that plays each machine, and with --device cpu fails the test if it is asked at all."""
 import os
 import re
+import shutil
+import subprocess
 
 import pytest
 
@@ -209,6 +211,42 @@ def test_the_real_library_missing_is_no_driver(monkeypatch):
     assert gpu_probe.probe() == ([], NO_DRIVER)
 
 
+# A stand-in for libcuda.so.1 in C, so that the probe's ctypes calls (pointers, the name buffer, the error name)
+# are checked against a real C library: an A100 and an H200, cuInit giving INIT.
+DRIVER_C = r"""
+#include <string.h>
+static int ready = 0;
+static const char *names[] = {"NVIDIA A100-SXM4-80GB", "NVIDIA H200"};
+static const int capabilities[][2] = {{8, 0}, {9, 0}};
+int cuDriverGetVersion(int *version) { *version = 12040; return 0; }
+int cuInit(unsigned int flags) { if (flags) return 1; ready = INIT == 0; return INIT; }
+int cuDeviceGetCount(int *count) { if (!ready) return 3; *count = 2; return 0; }
+int cuDeviceGet(int *device, int ordinal) {
+    if (!ready) return 3; if (ordinal < 0 || ordinal > 1) return 101; *device = ordinal; return 0; }
+int cuDeviceGetName(char *name, int length, int device) {
+    if (!ready) return 3; strncpy(name, names[device], length - 1); name[length - 1] = 0; return 0; }
+int cuDeviceGetAttribute(int *value, int attribute, int device) {
+    if (!ready) return 3; if (attribute != 75 && attribute != 76) return 1;
+    *value = capabilities[device][attribute - 75]; return 0; }
+int cuGetErrorName(int code, const char **name) {
+    if (code != 803) return 1; *name = "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH"; return 0; }
+"""
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="a C compiler is needed to build the stand-in driver")
+@pytest.mark.parametrize("init, expected", [
+    (0, ([A100, H200], None)),
+    (803, ([], "the CUDA driver failed: cuInit gives CUDA_ERROR_SYSTEM_DRIVER_MISMATCH (803)")),
+])
+def test_the_probe_reads_a_compiled_driver_through_ctypes(init, expected, tmp_path, monkeypatch):
+    (tmp_path / "driver.c").write_text(DRIVER_C)
+    library = tmp_path / f"libstandin-{init}.so"  # not named libcuda.so.1: OneFlow's own CUDA must not find it
+    subprocess.run(["cc", "-shared", "-fPIC", f"-DINIT={init}", "-o", str(library), str(tmp_path / "driver.c")],
+                   check=True, timeout=60)
+    monkeypatch.setattr(gpu_probe, "LIBRARY", str(library))
+    assert gpu_probe.probe() == expected
+
+
 @pytest.mark.parametrize("name", ["tpu", "cpu:0", "cuda:x", "cuda:-1"])
 def test_an_unknown_device_is_refused_without_asking(machine, name):
     machine("never")
@@ -226,7 +264,7 @@ def test_under_the_launcher_a_gpu_index_is_refused_without_asking(machine):
 
 
 def test_each_script_refuses_an_unavailable_device(tmp_path):
-    """As a user runs them, with CUDA_VISIBLE_DEVICES="": the reason is this machine's (no driver, or no GPU visible)."""
+    """As a user runs them, with CUDA_VISIBLE_DEVICES="": the reason is this machine's (no driver, no GPU visible)."""
     (tmp_path / "mnist.npz").write_bytes(FIXTURE.read_bytes())
     for script, *args in [("lenet_train.py",), ("lenet_eval.py",), ("lenet_test.py", "digit.png")]:
         for device, message in [("cuda", r"error: device 'cuda' is not available: .+ \(use --device cpu\)"),
