@@ -65,7 +65,9 @@ def probe():
         return [], NO_DRIVER
     try:
         version = ctypes.c_int()
-        call(library, "cuDriverGetVersion", ctypes.pointer(version))  # answers before cuInit, and on any GPU
+        # Asked before cuInit: its documented answers are CUDA_SUCCESS and CUDA_ERROR_INVALID_VALUE, never
+        # CUDA_ERROR_NOT_INITIALIZED, so a driver too old is named as such even where cuInit would fail.
+        call(library, "cuDriverGetVersion", ctypes.pointer(version))
         if version.value < DRIVER_FOR_CUDA_11:
             return [], (f"NVIDIA driver for CUDA {version.value // 1000}.{version.value % 1000 // 10} is too old: "
                         f"OneFlow {ONEFLOW}, a CUDA 11.7 build, needs one for CUDA 11.0 or newer (450.80.02 or newer)")
