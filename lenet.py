@@ -12,6 +12,7 @@ import numpy as np
 import oneflow_setup  # first: the libraries and CPU settings that OneFlow needs before its import
 import oneflow as flow
 
+import gpu_probe
 import model_folder
 import safe_files
 
@@ -218,34 +219,29 @@ def choose_device(name=None):
     """Return (device, description): `name` if given ("cpu", "cuda", "cuda:N"), else the first GPU OneFlow can use, else the CPU.
 
     Under OneFlow's launcher (python -m oneflow.distributed.launch) the device is a flow.placement over every
-    process, each on the GPU of its local rank or on its CPU, for data-parallel training.
+    process, each on the GPU of its local rank or on its CPU, for data-parallel training. With "cpu" nothing
+    about the GPUs is asked.
     """
-    gpus = oneflow_setup.gpus()
-    problems = [oneflow_setup.gpu_problem(i, gpus) for i in range(max(len(gpus), 1))]  # None: OneFlow can use it
-    usable = [i for i, problem in enumerate(problems) if problem is None]
-    automatic = name is None
-    if automatic:
-        name = "cuda" if usable else "cpu"
-    kind, _, index = name.partition(":")
-    if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+    kind, _, index = (name or "").partition(":")
+    if name is not None and (kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit()))):
         raise InputError(f"unknown device {name!r} (use cpu, cuda or cuda:N)")
     processes = flow.env.get_world_size()
-    if kind == "cuda":
-        if processes > 1 and index:
-            raise InputError(f"under the launcher each process takes the GPU of its local rank: use --device cuda, not {name}")
-        number = flow.env.get_local_rank() if processes > 1 else int(index) if index else (usable or [0])[0]
-        if number not in usable:
-            what, hint = ((f"cuda:{number}, the GPU of process {number} on this machine,", "fewer processes or ")
-                          if processes > 1 else (f"device {name!r}", ""))
-            raise InputError(f"{what} is not available: {oneflow_setup.gpu_problem(number, gpus)} (use {hint}--device cpu)")
-    else:
+    if processes > 1 and index:
+        raise InputError(f"under the launcher each process takes the GPU of its local rank: use --device cuda, not {name}")
+    number, note = None, ""
+    if name != "cpu":
+        try:
+            number, note = gpu_probe.choose(name, processes, flow.env.get_local_rank())
+        except gpu_probe.Unavailable as e:
+            raise InputError(str(e)) from None
+    kind = "cpu" if number is None else "cuda"
+    if kind == "cpu":
         oneflow_setup.on_cpu()
-    note = "; ".join(problem for problem in problems if problem)
     if processes > 1:
-        return flow.placement(kind, ranks=list(range(processes))), f"{kind} x {processes} processes (data-parallel)"
-    if kind == "cuda":
-        return flow.device(f"cuda:{number}"), f"cuda:{number} ({note})" if note else f"cuda:{number}"
-    return flow.device("cpu"), f"cpu ({note})" if automatic else "cpu"
+        return (flow.placement(kind, ranks=list(range(processes))),
+                f"{kind} x {processes} processes (data-parallel{'; ' + note if note else ''})")
+    device = "cpu" if number is None else f"cuda:{number}"
+    return flow.device(device), device + (f" ({note})" if note else "")
 
 
 def place(model, device):

@@ -82,15 +82,32 @@ def cpu_flags():
 
 
 def set_cpu_variables():
-    """Set OneFlow's CPU settings in the environment, where the user has not set them."""
+    """Set the CPU settings that OneFlow reads only at its import, where the user has not set them.
+
+    Both steer OneFlow's CPU kernels alone, which a model on a GPU does not run; the settings that change what a
+    graph is made of wait for the CPU to be chosen (set_cpu_graph_variables).
+    """
     if {"avx2", "fma"} <= cpu_flags():
         # OneFlow's OpenBLAS does not recognise recent CPUs and runs its SSE3 kernels there; Haswell's are AVX2.
+        # Read when OpenBLAS is loaded, by `import oneflow`.
         os.environ.setdefault("OPENBLAS_CORETYPE", "Haswell")
-    # OneFlow sends element-wise binary ops (bias add, ...) to oneDNN, which runs its slow reference kernel for them.
-    os.environ.setdefault("ONEFLOW_ENABLE_ONEDNN_OPTS", "0")
-    # OneFlow gives its CPU kernels cores - 2 threads unless told, 0 on a 2-core machine.
+    # OneFlow gives its CPU kernels cores - 2 threads unless told, 0 on a 2-core machine. Read by `import oneflow`
+    # (SetCpuDeviceManagerNumThreads, when it sets up its environment).
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
-    # The convolutions' bias added inside the convolution kernel rather than in a pass of its own.
+
+
+def set_cpu_graph_variables():
+    """Set the CPU settings that OneFlow reads after its import, where the user has not set them; on_cpu calls it.
+
+    OneFlow reads these when it builds a kernel or a graph, not at `import oneflow` (tests/test_oneflow_setup.py
+    shows it), so a process that runs on a GPU never has them.
+    """
+    # OneFlow sends element-wise binary ops (bias add, ...) to oneDNN, which runs its slow reference kernel for
+    # them. Read each time a CPU kernel is made (EnvBool, not cached).
+    os.environ.setdefault("ONEFLOW_ENABLE_ONEDNN_OPTS", "0")
+    # The convolutions' bias added inside the convolution kernel rather than in a pass of its own: on a GPU it
+    # would be another op (conv2d with a bias input, conv_bias_grad). Read at the first convolution of each
+    # thread (the Conv2d functor is a static thread_local), so it must be set before the model first runs.
     os.environ.setdefault("ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS", "1")
 
 
@@ -137,52 +154,6 @@ import oneflow as flow  # noqa: E402  (imported above, after the settings)
 
 
 # ---------------------------------------------------------------------------------------------
-# The GPUs this OneFlow can run on. Its wheel is a CUDA 11.7 build with kernels for compute capability 6.0 to
-# 8.6 and no PTX: 8.9 (Ada) runs the 8.6 code, 9.0 and newer (Hopper, Blackwell) abort at the first kernel.
-
-CAPABILITIES = ((6, 0), (8, 9))  # the lowest and highest compute capability OneFlow 0.9.0 runs on
-NVIDIA_DRIVER = "/proc/driver/nvidia/version"  # Linux's note of the NVIDIA driver it has loaded
-
-
-def gpus():
-    """[(name, (major, minor))] of the GPUs OneFlow sees, cuda:0 first. Tests replace it to play other machines."""
-    if not flow.cuda.is_available():
-        return []
-    return [(flow.cuda.get_device_name(i), tuple(flow.cuda.get_device_capability(i)))
-            for i in range(flow.cuda.device_count())]
-
-
-def nvidia_driver():
-    """The version of the NVIDIA driver Linux has loaded ("470.82.01"), or None; None too where CUDA_VISIBLE_DEVICES
-    hides every GPU on purpose. Tests replace it to play other machines."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
-        return None
-    try:
-        with open(NVIDIA_DRIVER) as f:
-            words = f.readline().split("Kernel Module", 1)[-1].split()
-    except OSError:
-        return None
-    return words[0] if words else "of unknown version"
-
-
-def gpu_problem(number, gpus):
-    """Why OneFlow cannot run on cuda:number, given gpus() (the GPU is too new or too old, or missing), or None if it can."""
-    (lowest, highest), version = CAPABILITIES, flow.__version__
-    if number < len(gpus):
-        name, capability = gpus[number]
-        if lowest <= capability <= highest:
-            return None
-        return (f"cuda:{number} ({name}) has compute capability {capability[0]}.{capability[1]}; OneFlow {version} "
-                f"runs on {lowest[0]}.{lowest[1]} to {highest[0]}.{highest[1]}")
-    if gpus:
-        return f"OneFlow sees {len(gpus)} GPU(s)"
-    if nvidia_driver():
-        return (f"OneFlow sees no GPU, though NVIDIA driver {nvidia_driver()} is loaded: a driver too old for "
-                f"CUDA 11.7 is the usual cause; GLOG_minloglevel=0 shows OneFlow's reason")
-    return "no GPU found"
-
-
-# ---------------------------------------------------------------------------------------------
 # After the import: settings for a model that runs on the CPU.
 
 SCHEDULER_THREAD = None  # the thread id of OneFlow's scheduler once it is niced
@@ -221,8 +192,11 @@ def find_scheduler_thread():
 def on_cpu():
     """Speed settings for a process that runs its model on the CPU; called once the CPU is chosen (never for a GPU)."""
     global SCHEDULER_THREAD
+    if not SPEEDUPS:
+        return
+    set_cpu_graph_variables()
     nice = int(os.environ.get("LENET_SCHEDULER_NICE", "10"))
-    if not SPEEDUPS or nice == 0 or SCHEDULER_THREAD is not None:
+    if nice == 0 or SCHEDULER_THREAD is not None:
         return
     tid = find_scheduler_thread()
     if tid is None:

@@ -163,7 +163,7 @@ def server(trained, tmp_path_factory):
         line = wait_for_line(process, logs / "stdout", logs / "stderr", "serving on ")
         print(f"lenet_app.py served after {time.monotonic() - start:.1f} s")  # shown by pytest -s
         assert line == f"serving on http://127.0.0.1:{port} (Ctrl+C stops)"
-        assert (logs / "stdout").read_text().splitlines()[0] == "device cpu (no GPU found)"
+        assert (logs / "stdout").read_text().splitlines()[0].startswith("device cpu (")  # with this machine's reason
         yield process, f"http://127.0.0.1:{port}/", logs
         assert_alive((process, None, logs))
     finally:

@@ -21,7 +21,8 @@ from stop_request import GRACE
 def test_train_prints_the_log_and_saves(trained):
     folder, stdout = trained
     lines = stdout.splitlines()
-    assert lines[:2] == ["device cpu (no GPU found)", "File mnist.npz already exist, path: ./mnist.npz"]
+    assert lines[0].startswith("device cpu (")  # the reason is this machine's: test_lenet_device.py tests each one
+    assert lines[1] == "File mnist.npz already exist, path: ./mnist.npz"
     # 1,000 digits in batches of 50: 20 steps an epoch, the loss printed every 20 steps.
     assert [line.split(" loss ")[0] for line in lines if " step " in line] == [
         f"epoch {e} step {20 * e}" for e in range(1, 7)]

@@ -73,6 +73,53 @@ def test_import_prints_no_ibverbs_notice_but_keeps_oneflows_other_lines():
     assert re.search(r"^I\d{8} ", loud, re.MULTILINE)  # a glog INFO line: I<mmdd> <time> ...
 
 
+# Import lenet in a fresh process, choose the device (with a fake driver that shows an A100), then build the
+# EvalGraph and print the graph settings in the environment and the convolutions' ops of the compiled graph.
+# OneFlow picks those ops in its Conv2d functor, the same for every device, so a graph built on the CPU after a
+# GPU was chosen shows what the GPU's graph gets; there is no GPU here to build it on.
+GRAPH = f"""
+import os, sys
+sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
+import gpu_probe, lenet
+from fake_cuda import A100, FakeDriver
+gpu_probe.load_library = lambda: FakeDriver([A100])
+print("device", lenet.choose_device(sys.argv[1] or None)[0])
+for name in ("ONEFLOW_ENABLE_ONEDNN_OPTS", "ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS"):
+    print(name, os.environ.get(name))
+graph = lenet.EvalGraph(lenet.LeNet())
+graph(lenet.flow.zeros(2, 1, 28, 28))
+ops = [op.user_conf for op in graph._full_job_proto.net.op if op.HasField("user_conf")]
+print("ops", [(op.op_type_name, sorted(op.input)) for op in ops if op.op_type_name in ("conv2d", "bias_add")])
+"""
+UNFUSED = str([("conv2d", ["in", "weight"]), ("bias_add", ["a", "b"])] * 2)  # OneFlow's default: a bias_add each
+FUSED = str([("conv2d", ["bias", "in", "weight"])] * 2)
+
+
+@pytest.mark.parametrize("device, env, expected", [
+    ("", {}, ("cuda:0", "None", "None", UNFUSED, True)),  # the fake A100 chosen: nothing set, at import or after
+    ("cpu", {}, ("cpu:0", "0", "1", FUSED, False)),  # set after the import, once the CPU is chosen: still read
+    ("cpu", {"LENET_SPEEDUPS": "0"}, ("cpu:0", "None", "None", UNFUSED, True)),
+    # The user's own setting kept: the bias adds are there again, and still not sent to oneDNN.
+    ("cpu", {"ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS": "0"}, ("cpu:0", "0", "0", UNFUSED, False)),
+])
+def test_the_graph_settings_are_set_for_the_cpu_alone_and_read_when_a_graph_is_built(device, env, expected):
+    """OneFlow reads ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS at the first convolution of a thread and
+    ONEFLOW_ENABLE_ONEDNN_OPTS whenever it makes a CPU kernel, not at its import: set by on_cpu after the import,
+    they still give the CPU's graph a conv2d with its bias inside and keep oneDNN from its binary ops, and a run
+    on a GPU never has them."""
+    clean = {name: value for name, value in CLEAN_ENV.items()
+             if name not in ("ONEFLOW_ENABLE_ONEDNN_OPTS", "ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS")}
+    # DNNL_VERBOSE=1: oneDNN prints a line on stdout for each primitive it runs.
+    result = subprocess.run([sys.executable, "-c", GRAPH, device], capture_output=True, text=True, timeout=300,
+                            env={**clean, **env, "LENET_SCHEDULER_NICE": "0", "DNNL_VERBOSE": "1"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    values = dict(line.split(" ", 1) for line in lines if not line.startswith("dnnl_verbose,"))
+    onednn_binary = any(line.startswith("dnnl_verbose,exec,cpu,binary,") for line in lines)  # the bias adds
+    assert (values["device"], values["ONEFLOW_ENABLE_ONEDNN_OPTS"], values["ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS"],
+            values["ops"], onednn_binary) == expected
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="threads are found through Linux's /proc")
 def test_the_scheduler_thread_alone_runs_at_nice_10():
     values, _, _ = probe()
