@@ -6,7 +6,7 @@ with PYTHONFAULTHANDLER=1; every test that uses it checks before and after that 
 fails the test with its exit status or signal and its stderr. Every wait is for a state (a line printed, an element
 shown), bounded by a generous deadline for a busy machine.
 
-    APP_SCREENSHOT=docs/app.png .venv/bin/python -m pytest -q tests/test_lenet_app.py -k draws    # remakes docs/app.png
+    APP_SCREENSHOT=docs/app.png .venv/bin/python -m pytest -q tests/test_lenet_app.py -k mouse    # remakes docs/app.png
 """
 import os
 import shutil
