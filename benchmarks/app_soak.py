@@ -37,8 +37,8 @@ MARK_START, MARK_END = "<!-- app-soak:start -->", "<!-- app-soak:end -->"
 DEADLINE = 180  # seconds for the server to start, and for any one answer
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--data-dir", default=str(REPO.parent / "shared/data/mnist-5k"),
-                    help="folder of the mnist.npz to train the model on and take the digits from (default: ../shared/data/mnist-5k)")
+parser.add_argument("--data-dir", default=str(REPO / "data/mnist-5k"),
+                    help="folder of the mnist.npz to train the model on and take the digits from (default: data/mnist-5k)")
 parser.add_argument("--rounds", type=int, default=3, help="rounds, each with a fresh server (default: 3)")
 parser.add_argument("--requests", type=int, default=10_000, help="requests at 20 at once per round (default: 10000)")
 parser.add_argument("--output", default=str(REPO / "BENCHMARKS.md"), help="Markdown file to write the table into (default: BENCHMARKS.md)")

@@ -33,8 +33,8 @@ REPO = HERE.parent
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--data", default=str(REPO.parent / "shared/data/mnist-5k/mnist.npz"),
-                    help="mnist.npz to train and test on (default: ../shared/data/mnist-5k/mnist.npz beside the repo)")
+parser.add_argument("--data", default=str(REPO / "data/mnist-5k/mnist.npz"),
+                    help="mnist.npz to train and test on (default: data/mnist-5k/mnist.npz)")
 parser.add_argument("--runs", type=int, default=3, help="rounds of each speed figure; the table gives the median and range (default: 3)")
 parser.add_argument("--steps", type=int, default=30, help="timed training steps of batch 100 per run, after 5 of warm-up (default: 30)")
 parser.add_argument("--epochs", type=int, default=0, help="also train this many epochs with lenet_train.py and PyTorch, once, and report time and accuracy (default: 0, skip)")

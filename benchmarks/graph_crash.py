@@ -32,8 +32,8 @@ REPO = HERE.parent
 MARK_START, MARK_END = "<!-- graph-crash:start -->", "<!-- graph-crash:end -->"
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--data-dir", default=str(REPO.parent / "shared/data/mnist-5k"),
-                    help="folder of the mnist.npz to train the model on and evaluate (default: ../shared/data/mnist-5k)")
+parser.add_argument("--data-dir", default=str(REPO / "data/mnist-5k"),
+                    help="folder of the mnist.npz to train the model on and evaluate (default: data/mnist-5k)")
 parser.add_argument("--runs", type=int, default=None, help="processes per row, instead of each row's own number (default: the row's)")
 parser.add_argument("--only", default=None, help="run only the configurations whose name contains this text (default: all)")
 parser.add_argument("--timeout", type=float, default=600, help="seconds after which a process counts as hung and is killed (default: 600)")

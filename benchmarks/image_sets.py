@@ -1,6 +1,6 @@
 """Accuracy of a saved LeNet on MNIST test digits made to look like users' images (the README's table).
 
-    python benchmarks/image_sets.py --model-dir /tmp/run5/lenet_models_1 --data-dir ../shared/data/mnist-5k
+    python benchmarks/image_sets.py --model-dir /tmp/run5/lenet_models_1 --data-dir data/mnist-5k
 
 Each test digit is written as an image file of each kind below, read back through lenet_test.py's functions
 (digit_image.load_image, then one EvalGraph in batches), and the answers are compared with the labels.

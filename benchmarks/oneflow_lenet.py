@@ -1,6 +1,6 @@
 """The OneFlow side of benchmarks/bench.py: training and evaluation speed of the project's LeNet, one job a process.
 
-    .venv/bin/python benchmarks/oneflow_lenet.py train --mode graph --data ../shared/data/mnist-5k/mnist.npz
+    .venv/bin/python benchmarks/oneflow_lenet.py train --mode graph --data data/mnist-5k/mnist.npz
 
 prints one JSON line (from the first process only, under OneFlow's launcher). Training feeds batches as
 lenet_train.py does (a shuffled batch of NumPy arrays a step).
