@@ -27,6 +27,8 @@ import lenet
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio's import: it reads it then, and is on unless "False"
 import gradio as gr  # noqa: E402
+from starlette.requests import ClientDisconnect  # noqa: E402  (Gradio's web framework, installed with it)
+from starlette.responses import Response  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model-dir", default="./lenet_models_1", help="folder of the trained model (default: ./lenet_models_1)")
@@ -164,6 +166,12 @@ def build_page(reader):
     return page
 
 
+async def client_gone(request, error):
+    """The answer to a request whose client left before sending all of it (a canvas upload that the page cancels
+    for the next stroke's, a closed tab): nobody to answer, nothing wrong here, so no traceback in the log."""
+    return Response(status_code=499)  # nginx's "client closed request"
+
+
 def fewer_malloc_arenas():
     """Let glibc's malloc keep 2 arenas rather than up to 8 a core: with one for each of Gradio's threads, freed
     memory is spread over half-empty arenas and the server grows by some 10 MiB every 1,000 requests (BENCHMARKS.md)."""
@@ -187,7 +195,8 @@ def main(argv=None):
         # prevent_thread_lock: launch() returns once the server answers, so that the URL is printed only then.
         # max_file_size: a phone's photo is a few MB; bigger uploads are refused before anything reads them.
         page.launch(server_name=args.host, server_port=args.port, share=False, quiet=True, prevent_thread_lock=True,
-                    max_file_size="20mb", state_session_capacity=SESSIONS_KEPT)
+                    max_file_size="20mb", state_session_capacity=SESSIONS_KEPT,
+                    app_kwargs={"exception_handlers": {ClientDisconnect: client_gone}})
     except OSError:  # Gradio's "Cannot find empty port", for any failure to bind (uvicorn has printed which)
         sys.exit(f"error: cannot serve on {args.host}:{args.port}: the port is taken or the address is not "
                  f"this machine's (use --port or --host)")

@@ -173,7 +173,8 @@ def server(trained, tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    assert "Traceback" not in (logs / "stderr").read_text()
+    stderr = (logs / "stderr").read_text()
+    assert "Traceback" not in stderr, stderr
 
 
 def assert_alive(server):
@@ -258,6 +259,19 @@ def test_two_thousand_requests_twenty_at_once_leave_the_server_up(server, app, r
     assert len(result["latencies"]) == 2000
 
 
+def test_an_upload_its_client_leaves_midway_logs_no_traceback(server, client, tmp_path):
+    # As the page does when a stroke's canvas upload is cancelled for the next one's, or a tab is closed.
+    port = int(server[1].rstrip("/").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as connection:
+        connection.sendall(b"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+                           b"Content-Type: multipart/form-data; boundary=cut\r\n\r\n--cut\r\nContent-Disposition: "
+                           b"form-data; name=\"files\"; filename=\"7.png\"\r\n\r\n\x89PNG")
+    from gradio_client import handle_file
+    # The server still answers, and the request it read half of left nothing in its log.
+    assert client.predict(handle_file(digit_pngs(tmp_path)[7]), api_name="/predict")["label"] in list("0123456789")
+    assert "Traceback" not in (server[2] / "stderr").read_text()
+
+
 def test_without_a_model_it_exits_before_serving(tmp_path):
     # Not run_script: a server started by mistake would keep it waiting for its 10 minutes.
     result = subprocess.run([sys.executable, str(ROOT / "lenet_app.py"), "--port", str(free_port())], cwd=tmp_path,
@@ -288,8 +302,35 @@ def browser(tmp_path_factory):
                  f"--user-data-dir={tmp_path_factory.mktemp('chromium')}", "--window-size=1200,800"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": COUNT_UPLOADS})
     yield driver
     driver.quit()
+
+
+# Run in every page before its own scripts: window.uploads counts the page's uploads to the server under way (the
+# page sends a file, and the canvas its drawing, to /upload before the event that reads it), by fetch or by XHR.
+COUNT_UPLOADS = """
+window.uploads = 0;
+const isUpload = (url) => String(url).includes("/upload");
+const originalFetch = window.fetch;
+window.fetch = function (input, init) {
+    if (!isUpload(typeof input === "string" ? input : input.url)) return originalFetch.apply(this, arguments);
+    window.uploads++;
+    return originalFetch.apply(this, arguments).finally(() => window.uploads--);
+};
+const originalOpen = XMLHttpRequest.prototype.open, originalSend = XMLHttpRequest.prototype.send;
+XMLHttpRequest.prototype.open = function (method, url) {
+    this.isUpload = isUpload(url);
+    return originalOpen.apply(this, arguments);
+};
+XMLHttpRequest.prototype.send = function () {
+    if (this.isUpload) {
+        window.uploads++;
+        this.addEventListener("loadend", () => window.uploads--);
+    }
+    return originalSend.apply(this, arguments);
+};
+"""
 
 
 def wait(browser, condition):
@@ -314,11 +355,13 @@ def ready_to_draw(browser):
 
 @pytest.fixture
 def page(browser, app):
-    """The page freshly opened, its canvas ready to draw on, no tool to pick first."""
+    """The page freshly opened, its canvas ready to draw on, no tool to pick first. After the test, the page's
+    uploads under way are waited for: leaving the page cuts them, which the server logs as a traceback."""
     browser.get(app)
     wait(browser, ready_to_draw(browser))
     assert "select the draw tool" not in browser.find_element("id", "drawing").text
-    return browser
+    yield browser
+    wait(browser, element_state(browser, "window.uploads === 0"))
 
 
 STROKES = {  # mouse strokes, points in fractions of the paper's side from its top left corner
