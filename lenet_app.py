@@ -124,8 +124,8 @@ def blank_paper():
 def build_page(reader):
     """The page: a canvas and an upload box on the left; the 3 likeliest digits and the 28x28 image on the right."""
     with gr.Blocks(title="LeNet reads your digit", analytics_enabled=False) as page:
-        gr.Markdown("# LeNet reads your digit\nDraw a digit, read as you draw, or upload a picture of one. The network trained "
-                    "by lenet_train.py reads it.")
+        gr.Markdown("# LeNet reads your digit\nDraw a digit, or upload a picture of one. The network trained by "
+                    "lenet_train.py reads it as you draw.")
         with gr.Row():
             with gr.Column():
                 with gr.Tab("Draw"):
