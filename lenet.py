@@ -120,6 +120,7 @@ class CheckPoint:
     def load(self, path):
         """Load weights saved by save(), or the tutorial's checkpoint folder; return the training state saved with them, or None."""
         path = Path(path)
+        safe_files.recover_folder(path)  # a save that died in its last step may have left the model beside path
         if not path.is_dir():
             raise InputError(f"no model at {path} (run lenet_train.py first)")
         if not (path / "pickled_data").exists() and not (path / "snapshot_done").exists():

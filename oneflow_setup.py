@@ -195,15 +195,16 @@ def on_cpu():
     if not SPEEDUPS:
         return
     set_cpu_graph_variables()
-    nice = int(os.environ.get("LENET_SCHEDULER_NICE", "10"))
-    if nice == 0 or SCHEDULER_THREAD is not None:
+    # How much nicer than the rest of the process: the scheduler's spinning takes a core from the kernels; 10
+    # nicer it runs when a core is free (not 19: as fast on an idle machine, and not slower than 0 when other jobs
+    # hold every core). Relative, so that a process started with `nice` keeps its scheduler below the rest too.
+    nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + int(os.environ.get("LENET_SCHEDULER_NICE", "10")))
+    if nice == os.getpriority(os.PRIO_PROCESS, 0) or SCHEDULER_THREAD is not None:
         return
     tid = find_scheduler_thread()
     if tid is None:
         return
     try:
-        # The scheduler's spinning takes a core from the kernels; at nice 10 it runs when a core is free
-        # (not 19: as fast on an idle machine, and not slower than nice 0 when other jobs hold every core).
         os.setpriority(os.PRIO_PROCESS, tid, nice)
     except OSError:  # a sandbox may forbid it; training is then only slower
         return

@@ -53,6 +53,7 @@ def replace_folder(path, write):
     path = Path(path)
     new = path.with_name(f".{path.name}.saving")
     try:
+        recover_folder(path)
         shutil.rmtree(new, ignore_errors=True)
         write(new)
         fsync_tree(new)
@@ -94,11 +95,27 @@ def renameat2_exchange(a, b):
 
 
 def exchange(a, b):
-    """Swap two folders: in one step where the system can, else in three renames."""
+    """Swap two folders: in one step where the system can, else in three renames (recover_folder mends a crash
+    between them)."""
     if renameat2_exchange(a, b):
         return
-    # An old kernel or file system: a crash between the first two renames leaves the old folder at b.old.
-    aside = Path(b).with_name(Path(b).name + ".old")
+    aside = aside_of(b)
     os.rename(b, aside)
     os.rename(a, b)
     os.rename(aside, a)
+
+
+def aside_of(path):
+    """Where exchange's three renames keep the old folder path for a moment: path.old."""
+    return Path(path).with_name(Path(path).name + ".old")
+
+
+def recover_folder(path):
+    """Mend what a crash within exchange's three renames left of the folder path, before it is read or replaced:
+    the old folder put back where the crash left path missing, or its copy removed where the new one is in place."""
+    aside = aside_of(path)
+    if aside.is_dir():
+        if Path(path).exists():
+            shutil.rmtree(aside)
+        else:
+            os.rename(aside, path)

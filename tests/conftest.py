@@ -1,9 +1,13 @@
-"""Shared test helpers: the committed digit fixture, running the scripts, and one model trained on the fixture."""
+"""Shared test helpers: the committed digit fixture, running the scripts and waiting for them within bounds, and
+one model trained on the fixture."""
 import contextlib
 import os
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +17,104 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "data" / "mnist.npz"
 # 6 epochs of 20 steps: accuracy still swings by several points from epoch to epoch before the fifth.
 TRAIN_FLAGS = ["--epochs", 6, "--batch-size", 50]
-# The environment of the processes the tests start: as pytest got it, before lenet's import sets OneFlow's
-# variables in this process, so that the scripts make their own settings; on the CPU whatever this machine has.
+# Seconds for any one process or state a test waits for: far more than a loaded machine needs, and less than
+# pytest.ini's timeout for a whole test, so that a wait that fails still ends what it started.
+DEADLINE = 600
+
+# What a developer may have exported that changes how OneFlow or the scripts run: the tests run the scripts as a
+# user who set nothing does. Taken out of this process's environment before `import lenet` (which reads some of
+# them), so out of the processes it starts too.
+SETTINGS = ("LENET_", "ONEFLOW_", "GLOG_", "MKL_", "OMP_", "KMP_", "OPENBLAS_", "GRADIO_", "PYTHONFAULTHANDLER")
+for name in [name for name in os.environ if name.startswith(SETTINGS)]:
+    del os.environ[name]
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # gradio_client's telemetry, on unless this says "False"
+# The environment of the processes the tests start: this one as cleaned above, before lenet's import sets
+# OneFlow's variables in this process, so that the scripts make their own settings; on the CPU on any machine.
 CLEAN_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 sys.path.insert(0, str(ROOT))
 import lenet  # noqa: E402  (from ROOT)
 
 
+@contextlib.contextmanager
+def started(command, **popen_kwargs):
+    """subprocess.Popen(command, **popen_kwargs) in a session of its own; when the block ends, however it ends, the
+    whole session is killed (its children too: the launcher's processes, the scripts' helpers) and reaped."""
+    process = subprocess.Popen(command, start_new_session=True, **popen_kwargs)
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+class Lines:
+    """The lines of a process's stream, read by a thread of their own as they come, so that every wait for one is
+    bounded: wait_for() a line, or text() once the stream has ended."""
+
+    def __init__(self, stream):
+        self.lines, self.ended, self.changed = [], False, threading.Condition()
+        threading.Thread(target=self.read, args=(stream,), daemon=True).start()
+
+    def read(self, stream):
+        for line in stream:
+            with self.changed:
+                self.lines.append(line)
+                self.changed.notify_all()
+        with self.changed:
+            self.ended = True
+            self.changed.notify_all()
+
+    def wait_for(self, line, count=1, timeout=DEADLINE):
+        """Wait until the whole line `line` has come count times; fail if the stream ends first or time runs out."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.lines.count(line + "\n") >= count or self.ended, timeout)
+            if self.lines.count(line + "\n") < count:
+                pytest.fail(f"no {line!r} ({'the stream ended' if self.ended else f'{timeout} s passed'}):\n"
+                            f"{''.join(self.lines)}")
+
+    def line(self, index, timeout=DEADLINE):
+        """The index-th line (from 0, without its newline), once read; fails if the stream ends first or time runs out."""
+        with self.changed:
+            self.changed.wait_for(lambda: len(self.lines) > index or self.ended, timeout)
+            if len(self.lines) <= index:
+                pytest.fail(f"no line {index + 1} ({'the stream ended' if self.ended else f'{timeout} s passed'}):\n"
+                            f"{''.join(self.lines)}")
+            return self.lines[index].rstrip("\n")
+
+    def text(self, timeout=DEADLINE):
+        """Everything read, once the stream has ended (its process has exited)."""
+        with self.changed:
+            if not self.changed.wait_for(lambda: self.ended, timeout):
+                pytest.fail(f"the stream did not end in {timeout} s:\n{''.join(self.lines)}")
+            return "".join(self.lines)
+
+
+def wait(process, timeout=DEADLINE):
+    """process's exit status, once it has exited; fails if that takes more than timeout seconds."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{process.args[:3]}... still running after {timeout} s")
+
+
+def run(command, cwd, env=None, timeout=DEADLINE):
+    """Run command to its end, killed with its children after timeout seconds; return the CompletedProcess."""
+    with started(command, cwd=cwd, env={**CLEAN_ENV, **(env or {})}, stdin=subprocess.DEVNULL,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{' '.join(map(str, command[:4]))}... still running after {timeout} s")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def run_script(script, *args, cwd, env=None):
     """Run one of the project's scripts as a user would; return the CompletedProcess (text, both streams)."""
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env={**CLEAN_ENV, **(env or {})},
-                          capture_output=True, text=True, timeout=600)
+    return run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env)
 
 
 @pytest.fixture
@@ -80,28 +171,21 @@ def assert_fails_cleanly(result, message):
     assert "Traceback" not in result.stderr
 
 
-@contextlib.contextmanager
-def mounted(*commands):
-    """Run mount commands (root only), yield, and unmount; skip where this machine refuses to mount."""
-    target = commands[0][-1]
+def in_mount_namespace(mounts, command):
+    """command (a list) made to run in a mount namespace of its own, after the mounts (each a list of mount's
+    arguments): the mounts are seen by it and its children alone, and end with them, however they end. As root,
+    or in a user namespace of its own where this is not root; skips the test where this machine allows neither."""
+    prefix = ["unshare", "--mount", "--propagation", "private"] + ([] if os.geteuid() == 0 else ["--user", "--map-root-user"])
     try:
-        for command in commands:
-            subprocess.run(["mount", *command], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"cannot mount here ({e})")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", target], check=True)
+        refused = subprocess.run([*prefix, "true"], capture_output=True, text=True, timeout=DEADLINE).returncode
+    except OSError as e:
+        refused = e
+    if refused:
+        pytest.skip(f"unshare cannot make a mount namespace here ({refused})")
+    script = " && ".join(shlex.join(["mount", *map(str, mount)]) for mount in mounts) + ' && exec "$@"'
+    return [*prefix, "sh", "-c", script, "sh", *map(str, command)]
 
 
-@contextlib.contextmanager
-def read_only(folder):
-    """Make folder read-only for this process, as root too (a read-only bind mount)."""
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield
-        folder.chmod(0o755)
-        return
-    with mounted(["--bind", str(folder), str(folder)], ["-o", "remount,ro,bind", str(folder)]):
-        yield
+def read_only_mounts(folder):
+    """The mounts that make folder read-only, for in_mount_namespace: a bind mount of itself, remounted read-only."""
+    return [["--bind", folder, folder], ["-o", "remount,ro,bind", folder]]

@@ -14,7 +14,7 @@ import pytest
 
 import lenet
 import safe_files
-from conftest import CLEAN_ENV, FIXTURE, ROOT, initialised, logits
+from conftest import CLEAN_ENV, FIXTURE, ROOT, Lines, initialised, logits, started, wait
 from lenet import flow
 
 CPU = flow.device("cpu")
@@ -46,37 +46,42 @@ print("at start", flush=True); sys.stdin.readline()
 lenet.CheckPoint(model).save(sys.argv[1], dict(epoch=1))
 print("at saved", flush=True); sys.stdin.readline()
 """
-# The steps in order, (step, how many times it has been reached): the new model is in place from "exchanged" on.
-STEPS = [("start", 1), ("flow.save", 1), ("flow.save", 2), ("fsync_tree", 1), ("exchange", 1), ("exchanged", 1),
-         ("fsync_dir", 1), ("saved", 1)]
+# The steps in order, (step, how many times it has been reached), and what the folder holds when the save is
+# killed there: the new model is in place from "exchanged" on, its half-written folder from the second flow.save
+# (the first creates it) to the removal of the old model after the exchange.
+STEPS = [("start", 1, ["model"]), ("flow.save", 1, ["model"]), ("flow.save", 2, [".model.saving", "model"]),
+         ("fsync_tree", 1, [".model.saving", "model"]), ("exchange", 1, [".model.saving", "model"]),
+         ("exchanged", 1, [".model.saving", "model"]), ("fsync_dir", 1, ["model"]), ("saved", 1, ["model"])]
 
 
 def kill_at(folder, step, count):
-    """Run PAUSED_SAVE onto folder/model and SIGKILL it when it reaches step for the count-th time."""
-    process = subprocess.Popen([sys.executable, "-c", PAUSED_SAVE, str(folder / "model")], cwd=folder, text=True,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**CLEAN_ENV, "PYTHONPATH": str(ROOT)})
-    reached = []
-    for line in process.stdout:
-        reached.append(line.split()[1])
-        if reached.count(step) == count:
-            break
-        process.stdin.write("go\n")
-        process.stdin.flush()
-    process.kill()
-    process.wait()
+    """Run PAUSED_SAVE onto folder/model and SIGKILL it when it reaches step for the count-th time; return the steps
+    it reached."""
+    with started([sys.executable, "-c", PAUSED_SAVE, str(folder / "model")], cwd=folder, text=True,
+                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**CLEAN_ENV, "PYTHONPATH": str(ROOT)}) as process:
+        output, reached = Lines(process.stdout), []
+        while reached.count(step) < count:
+            reached.append(output.line(len(reached)).split()[1])
+            if reached.count(step) < count:
+                process.stdin.write("go\n")
+                process.stdin.flush()
+        process.kill()
+        wait(process)
     return reached
 
 
 def test_sigkill_at_each_step_of_a_save_leaves_the_old_model_or_the_new_one(tmp_path):
     old, new = logits(initialised(1)), logits(initialised(2))
-    for number, (step, count) in enumerate(STEPS):
-        lenet.CheckPoint(initialised(1)).save(tmp_path / "model")
+    for number, (step, count, listing) in enumerate(STEPS):
+        lenet.CheckPoint(initialised(1)).save(tmp_path / "model")  # with no training state; the new one has one
         reached = kill_at(tmp_path, step, count)
-        assert reached == [name for name, _ in STEPS[:number + 1]]  # every step ran in this order, up to the kill
-        found = logits(lenet.load_model(tmp_path / "model", CPU))
-        exchanged = number >= STEPS.index(("exchanged", 1))
-        assert np.array_equal(found, new if exchanged else old), step
-        assert sorted(os.listdir(tmp_path)) in (["model"], [".model.saving", "model"])
+        assert reached == [name for name, _, _ in STEPS[:number + 1]]  # every step ran in this order, up to the kill
+        assert sorted(os.listdir(tmp_path)) == listing, step
+        model = lenet.LeNet()
+        state = lenet.CheckPoint(model).load(tmp_path / "model")
+        exchanged = number >= [name for name, _, _ in STEPS].index("exchanged")
+        assert np.array_equal(logits(model), new if exchanged else old), step
+        assert state == (dict(epoch=1) if exchanged else None), step  # the weights and their training state together
 
 
 def test_the_next_save_removes_a_half_written_folder(tmp_path):
@@ -102,6 +107,31 @@ def test_without_renameat2_the_folders_are_swapped_by_three_renames(tmp_path, mo
     assert renames == [(new, model), (model, aside), (new, model), (aside, new)]  # the first save, then the swap
     assert os.listdir(tmp_path) == ["model"]
     assert np.array_equal(logits(lenet.load_model(model, CPU)), logits(initialised(2)))
+
+
+@pytest.mark.parametrize("renames_done, kept", [(1, 1), (2, 2)])
+def test_a_crash_within_the_three_renames_is_mended_by_the_next_load_or_save(tmp_path, monkeypatch, renames_done, kept):
+    # Killed after the first rename (the old model aside, none in place) or after the second (the new one in place,
+    # a copy of the old aside): a load finds a whole model, seed 1 or 2, and the next save does its swap.
+    monkeypatch.setattr(safe_files, "renameat2_exchange", lambda a, b: False)
+    lenet.CheckPoint(initialised(1)).save(tmp_path / "model")
+    rename, calls = os.rename, []
+
+    def crash(a, b):
+        if len(calls) == renames_done:
+            raise KeyboardInterrupt  # no cleanup runs for it (replace_folder catches OSError alone): as a crash
+        calls.append((a, b))
+        rename(a, b)
+
+    monkeypatch.setattr(os, "rename", crash)
+    with pytest.raises(KeyboardInterrupt):
+        lenet.CheckPoint(initialised(2)).save(tmp_path / "model")
+    monkeypatch.setattr(os, "rename", rename)
+    assert "model.old" in os.listdir(tmp_path)
+    assert np.array_equal(logits(lenet.load_model(tmp_path / "model", CPU)), logits(initialised(kept)))
+    lenet.CheckPoint(initialised(3)).save(tmp_path / "model")
+    assert os.listdir(tmp_path) == ["model"]
+    assert np.array_equal(logits(lenet.load_model(tmp_path / "model", CPU)), logits(initialised(3)))
 
 
 # ---------------------------------------------------------------------------------------------
