@@ -88,6 +88,16 @@ def test_every_mode_and_format_reads_alike(tmp_path, mode, suffix):
     assert difference(digit_image.load_image(path)[0], expected) < (0.07 if mode == "1" else 0.02)  # observed 0.043, 0.005
 
 
+def test_an_animated_gif_is_read_on_its_first_frame(tmp_path):
+    first, second = scaled_digit(index=0, factor=4), scaled_digit(index=25, factor=4)  # a 0, then a 1
+    frames = [Image.fromarray(frame).convert("P") for frame in (first, second)]
+    frames[0].save(tmp_path / "digits.gif", save_all=True, append_images=frames[1:], duration=100)
+    assert Image.open(tmp_path / "digits.gif").n_frames == 2
+    read = digit_image.load_image(tmp_path / "digits.gif")[0]
+    assert difference(read, digit_image.mnist_like(first.astype(np.float32))) < 0.02  # GIF has 256 colours
+    assert difference(read, digit_image.mnist_like(second.astype(np.float32))) > 0.1
+
+
 def test_transparent_paper_is_white(tmp_path):
     ink = 255 - scaled_digit(factor=4)  # the digit as opacity, over fully transparent black paper
     Image.fromarray(np.dstack([np.zeros_like(ink)] * 3 + [ink]), "RGBA").save(tmp_path / "digit.png")

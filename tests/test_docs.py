@@ -1,9 +1,10 @@
-"""The README and the pages under docs/: every relative link and image resolves, anchors included."""
+"""The README and the pages under docs/: every relative link and image resolves, anchors included; and every
+script's --help gives each flag's default, as the README says."""
 import re
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 PAGES = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md"))]
 
@@ -26,3 +27,21 @@ def test_every_relative_link_resolves(page):
         assert target.exists(), f"{page.name}: {link}"
         if anchor:
             assert anchor in anchors(target), f"{page.name}: {link}"
+
+
+@pytest.mark.parametrize("script", ["lenet_train.py", "lenet_eval.py", "lenet_test.py", "lenet_plot.py", "lenet_app.py"])
+def test_help_gives_every_flags_default(script):
+    import importlib  # noqa: PLC0415
+    parser = importlib.import_module(script[:-3]).parser
+    result = run_script(script, "--help", cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # argparse wraps the help to the terminal's width
+    for action in parser._actions:
+        if not action.option_strings or action.help == "show this help message and exit":
+            continue
+        help_text = " ".join(action.help.replace("%%", "%").split())
+        assert help_text in text, action.option_strings  # what --help prints is what the parser says
+        default = re.search(r"\(default: ([^)]*)\)$", help_text)
+        assert default, f"{script} {action.option_strings[0]}: no (default: ...) in {help_text!r}"
+        if action.default not in (None, False):  # flags off by default and devices chosen at run time say it in words
+            assert str(action.default) in default[1], f"{script} {action.option_strings[0]}: {action.default!r}"

@@ -277,7 +277,7 @@ def test_without_a_model_it_exits_before_serving(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "lenet_app.py"), "--port", str(free_port())], cwd=tmp_path,
                             env=CLEAN_ENV, capture_output=True, text=True, timeout=DEADLINE)
     assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == "error: no model at lenet_models_1 (run lenet_train.py first)"
+    assert result.stderr.splitlines()[-1] == "error: no model at ./lenet_models_1 (run lenet_train.py first)"
     assert "serving" not in result.stdout and "Traceback" not in result.stderr
 
 

@@ -1,13 +1,13 @@
 """lenet's MNIST data: the file, each kind of bad file, the download from either address, and batching."""
 import os
-import subprocess
-import sys
+import socket
 
 import numpy as np
 import pytest
 
 import lenet
-from conftest import CLEAN_ENV, FIXTURE, ROOT, assert_fails_cleanly, fixture_arrays, run_script
+import safe_files
+from conftest import FIXTURE, assert_fails_cleanly, fixture_arrays, run_script
 from test_safe_files import FIXTURE_SHA256, FIXTURE_SIZE, server, serving  # noqa: F401  (server: a fixture)
 
 
@@ -91,11 +91,39 @@ def test_when_both_addresses_fail_the_error_names_both(tmp_path, servers):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_tutorials_address_comes_first_then_keras():
-    assert [url for url, _ in lenet.MNIST_SOURCES] == [
-        "https://oneflow-public.oss-cn-beijing.aliyuncs.com/datasets/mnist.npz",
-        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"]
-    assert lenet.MNIST_SOURCES[1][1] == "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+TUTORIAL = "https://oneflow-public.oss-cn-beijing.aliyuncs.com/datasets/mnist.npz"
+KERAS = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+
+
+def test_by_default_the_tutorials_file_is_tried_first_then_keras_each_against_its_own_hash(tmp_path, servers, monkeypatch):
+    # The two real addresses answered by the local servers, with the fixture: a file that is neither of theirs.
+    # Their hashes are the ones their own loaders check (OneFlow's old flow.data.load_mnist, Keras's load_data).
+    local = {TUTORIAL: f"{servers[0]}/mnist.npz", KERAS: f"{servers[1]}/mnist.npz"}
+    urlopen, asked = safe_files.urllib.request.urlopen, []
+    monkeypatch.setattr(safe_files.urllib.request, "urlopen",
+                        lambda url, timeout: asked.append(url) or urlopen(local[url], timeout=timeout))
+    with pytest.raises(lenet.InputError) as error:
+        lenet.load_mnist(tmp_path)
+    assert asked == [TUTORIAL, KERAS]
+    assert str(error.value) == (
+        f"could not download {TUTORIAL} (SHA-256 {FIXTURE_SHA256} is not the expected "
+        f"63d4344077849053dc3036b247fa012b2b381de53fd055a66b539dffd76cf08e) or {KERAS} (SHA-256 {FIXTURE_SHA256} is "
+        f"not the expected 731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1); download it by hand and "
+        f"put it at {tmp_path / 'mnist.npz'}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_data_and_no_network_ends_training_with_one_line_naming_both_addresses(tmp_path):
+    # No network: every connection refused, through a proxy address where nothing listens (a socket bound, not
+    # listening, for the test's length), which urllib takes from the environment.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        result = run_script("lenet_train.py", cwd=tmp_path, env={"https_proxy": proxy, "http_proxy": proxy})
+    refused = "<urlopen error [Errno 111] Connection refused>"
+    assert_fails_cleanly(result, f"could not download {TUTORIAL} ({refused}) or {KERAS} ({refused}); download it "
+                                 f"by hand and put it at ./mnist.npz")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("content, message", [

@@ -5,7 +5,7 @@ import re
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import lenet
 from conftest import assert_fails_cleanly, fixture_arrays, run_script
@@ -31,7 +31,7 @@ def test_eval_reports_the_accuracy_recounted_by_hand(trained):
 
 
 def test_eval_without_a_model(tmp_path):
-    assert_fails_cleanly(run_script("lenet_eval.py", cwd=tmp_path), "no model at lenet_models_1 (run lenet_train.py first)")
+    assert_fails_cleanly(run_script("lenet_eval.py", cwd=tmp_path), "no model at ./lenet_models_1 (run lenet_train.py first)")
 
 
 REPORT_KEYS = {"accuracy", "per_class", "confusion", "count", "model_dir", "data_file"}
@@ -122,6 +122,22 @@ def test_errors_image_has_one_tile_per_mistake(count, limit):
     margin = (TILE_WIDTH - 56) // 2
     digit = np.asarray(image.crop((margin, margin, margin + 56, margin + 56)))[::2, ::2]
     assert (digit == np.rint(images[mistakes(labels, logits)[0], 0] * 255)).all()
+
+
+def test_errors_image_labels_each_tile_true_predicted_and_probability_up_to_100_tiles(monkeypatch):
+    labels, logits = made_up(500)  # about 150 mistakes: more than the cap
+    texts = []
+    draw = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text",
+                        lambda self, xy, words, *args, **kwargs: texts.append(words) or draw(self, xy, words, *args, **kwargs))
+    image = errors_image(np.zeros((500, 1, 28, 28), np.float32), labels, logits)  # the default cap
+    predicted = logits.argmax(1)
+    wrong = np.flatnonzero(predicted != labels)
+    probability = np.exp(logits - logits.max(1, keepdims=True))
+    probability = (probability / probability.sum(1, keepdims=True)).max(1)  # of the predicted digit
+    shown = wrong[np.argsort(-probability[wrong], kind="stable")][:100]  # most confident first, 100 at most
+    assert len(wrong) > 100 and image.size == (10 * TILE_WIDTH, 10 * TILE_HEIGHT)
+    assert texts == [line for i in shown for line in (f"{labels[i]} -> {predicted[i]}", f"{100 * probability[i]:.0f}%")]
 
 
 def test_errors_image_of_a_few_mistakes_is_one_short_row():

@@ -1,18 +1,25 @@
 """lenet_train.py: the log, the model it saves, its flags, padding left out of the loss, --metrics, resuming,
 signals and a diverging loss."""
+import contextlib
+import fcntl
 import json
 import os
+import pty
 import re
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 import numpy as np
 import pytest
 
 import lenet
-from conftest import CLEAN_ENV, FIXTURE, ROOT, assert_fails_cleanly, fixture_arrays, initialised, run_script, weights
+from conftest import (CLEAN_ENV, DEADLINE, FIXTURE, ROOT, Lines, assert_fails_cleanly, fixture_arrays, initialised,
+                      run_script, started, wait, weights)
 from lenet import flow
 from lenet_train import TrainGraph
 from stop_request import GRACE
@@ -103,6 +110,40 @@ def test_train_writes_one_metrics_line_per_epoch(tmp_path):
                        f"images/s {r['images_per_second']:.0f}" for r in records]
 
 
+def test_a_killed_run_keeps_the_metrics_of_the_epochs_it_finished(small_data, start_paused):
+    paused = start_paused(small_data, "evaluate:2", *TRAIN, "--metrics", "killed.jsonl", "--model-dir", "killed")
+    paused.process.kill()  # held at the end of epoch 2, before its line: as a crash or a power cut would stop it
+    wait(paused.process)
+    assert [json.loads(line)["epoch"] for line in (small_data / "killed.jsonl").read_text().splitlines()] == [1]
+
+
+def test_a_terminal_shows_a_progress_bar_and_a_pipe_does_not(data_dir):
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 rows of 100: tqdm fits to it
+    with started([sys.executable, str(ROOT / "lenet_train.py"), "--max-steps", "30", "--log-interval", "50"],
+                 cwd=data_dir, env=CLEAN_ENV, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal) as process:
+        os.close(terminal)
+        shown, deadline = b"", time.monotonic() + DEADLINE
+        while True:  # what the terminal shows, until the run ends and closes it
+            assert time.monotonic() < deadline, shown.decode(errors="replace")
+            if select.select([controller], [], [], 1)[0]:
+                try:
+                    chunk = os.read(controller, 65536)
+                except OSError:  # EIO: no process holds the terminal any more
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+        assert wait(process) == 0
+    os.close(controller)
+    text = shown.decode()
+    # tqdm draws its line after a carriage return: "epoch 1:  10%|█████▍      | 1/10 [00:00<00:04,  1.91it/s]"
+    assert re.search(r"\repoch 1: +\d+%\|.*\| \d+/10 \[", text), text  # 1,000 digits: 10 steps of 100
+    assert "model saved to ./lenet_models_1" in text
+    piped = run_script("lenet_train.py", "--max-steps", 30, "--log-interval", 50, "--model-dir", "piped", cwd=data_dir)
+    assert piped.returncode == 0 and "%|" not in piped.stdout + piped.stderr
+
+
 def test_train_cannot_write_the_metrics(data_dir):
     result = run_script("lenet_train.py", "--metrics", "missing/metrics.jsonl", "--max-steps", 1, cwd=data_dir)
     assert_fails_cleanly(result, "cannot write missing/metrics.jsonl (No such file or directory)")
@@ -161,15 +202,19 @@ def test_resume_after_two_epochs_equals_an_uninterrupted_run(small_data, uninter
     assert again.returncode == 0 and again.stdout.splitlines()[-1] == "halves is already trained for 4 epochs"
 
 
-# Runs lenet_train.main(argv[2:]) with a pause: when `lenet.<argv[1]>` is called for the first time, it prints
-# "paused" and waits for a line on stdin, so that a test can send a signal at a known moment of training; from
-# then on it prints "handled" when lenet_train's signal handler has run and returned. With LENET_HOLD=native it waits
-# instead inside a native call that never returns, signals or not, as OneFlow's own waits would if they hung (the
-# second lock of a mutex it holds, with the GIL released).
+# Runs lenet_train.main(argv[2:]) with a pause: when `lenet.<name>` is called for the count-th time (argv[1] is
+# "name" or "name:count"), it prints "paused" and waits for a line on stdin, so that a test can send a signal at a
+# known moment of training; from then on it prints "handled" when lenet_train's signal handler has run and
+# returned. With LENET_HOLD=native it waits instead inside a native call that never returns, signals or not, as
+# OneFlow's own waits would if they hung (the second lock of a mutex it holds, with the GIL released).
 PAUSED_TRAINING = """
 import ctypes, os, signal, sys, lenet, lenet_train
-name, function = sys.argv[1], getattr(lenet, sys.argv[1])
+name, _, count = sys.argv[1].partition(":")
+function, calls = getattr(lenet, name), []
 def paused(*args, **kwargs):
+    calls.append(name)
+    if len(calls) < int(count or 1):
+        return function(*args, **kwargs)
     setattr(lenet, name, function)
     for signum in (signal.SIGINT, signal.SIGTERM):
         handler = signal.getsignal(signum)
@@ -186,36 +231,48 @@ lenet_train.main(sys.argv[2:])
 """
 
 
+class Paused:
+    """lenet_train.py held by PAUSED_TRAINING: its process, and its stdout and stderr read as they come."""
+
+    def __init__(self, process):
+        self.process, self.stdout, self.stderr = process, Lines(process.stdout), Lines(process.stderr)
+
+    def go(self):
+        """Let a pause in Python go on."""
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+
+    def end(self):
+        """(exit status, stdout, stderr), once the process has exited."""
+        return wait(self.process), self.stdout.text(), self.stderr.text()
+
+
 @pytest.fixture
 def start_paused():
     """start(folder, pause_at, *flags, hold="python" or "native"): lenet_train.py with flags, paused at the first call
-    of lenet.<pause_at>; returns the process once paused. Whatever is still running at the end of the test is killed."""
-    processes = []
+    of lenet.<pause_at>; returns it (a Paused) once paused. What is still running when the test ends is killed."""
+    with contextlib.ExitStack() as processes:
+        def start(folder, pause_at, *flags, hold="python"):
+            process = processes.enter_context(started(
+                [sys.executable, "-c", PAUSED_TRAINING, pause_at, *map(str, flags)], cwd=folder, text=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={**CLEAN_ENV, "PYTHONPATH": str(ROOT), "LENET_HOLD": hold}))
+            paused = Paused(process)
+            paused.stdout.wait_for("paused")
+            return paused
 
-    def start(folder, pause_at, *flags, hold="python"):
-        process = subprocess.Popen([sys.executable, "-c", PAUSED_TRAINING, pause_at, *map(str, flags)], cwd=folder,
-                                   text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   env={**CLEAN_ENV, "PYTHONPATH": str(ROOT), "LENET_HOLD": hold})
-        processes.append(process)
-        for line in process.stdout:
-            if line == "paused\n":
-                return process
-        raise AssertionError(process.stderr.read())
-
-    yield start
-    for process in processes:
-        process.kill()
-        process.communicate()
+        yield start
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_keeps_the_last_epoch_and_resume_finishes_the_run(small_data, uninterrupted, start_paused, signum, status):
     model_dir = f"stopped-{signum}"
     # lenet.evaluate runs at the end of epoch 1: the signal arrives there, and training stops in epoch 2.
-    process = start_paused(small_data, "evaluate", *TRAIN, "--model-dir", model_dir)
-    process.send_signal(signum)
-    stdout, stderr = process.communicate("go\n", timeout=300)
-    assert process.returncode == status, stderr
+    paused = start_paused(small_data, "evaluate", *TRAIN, "--model-dir", model_dir)
+    paused.process.send_signal(signum)
+    paused.go()
+    returncode, _, stderr = paused.end()
+    assert returncode == status, stderr
     assert stderr.splitlines()[-1] == (f"interrupted by {signal.Signals(signum).name} at epoch 2 step 9; epoch 1, the "
                                        f"last complete one, is saved in {model_dir}; continue with the same command "
                                        f"and --resume")
@@ -228,23 +285,24 @@ def test_a_signal_keeps_the_last_epoch_and_resume_finishes_the_run(small_data, u
 
 
 def test_a_signal_in_the_first_epoch_says_that_nothing_is_saved(small_data, start_paused):
-    process = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "first")  # in the first step
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate("go\n", timeout=300)
-    assert process.returncode == 130
+    paused = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "first")  # in the first step
+    paused.process.send_signal(signal.SIGINT)
+    paused.go()
+    returncode, _, stderr = paused.end()
+    assert returncode == 130
     assert stderr.splitlines()[-1] == ("interrupted by SIGINT at epoch 1 step 1; nothing is saved yet, as no epoch "
                                        "was complete; run the command again")
     assert not (small_data / "first").exists()
 
 
 def test_a_second_ctrl_c_exits_at_once(small_data, start_paused):
-    process = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "twice")  # in the first step
-    process.send_signal(signal.SIGINT)
-    assert process.stdout.readline() == "handled\n"
-    process.send_signal(signal.SIGINT)
+    paused = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "twice")  # in the first step
+    paused.process.send_signal(signal.SIGINT)
+    paused.stdout.wait_for("handled")
+    paused.process.send_signal(signal.SIGINT)
     # Still paused inside the step (its stdin stays open and empty): only an exit at once can end it.
-    assert process.wait(timeout=300) == 130
-    stderr = process.stderr.read()
+    returncode, _, stderr = paused.end()
+    assert returncode == 130
     assert "interrupted by" not in stderr and "Traceback" not in stderr
     assert not (small_data / "twice").exists()
 
@@ -259,28 +317,29 @@ def delivered(process):
 
 def wait_for(condition, what):
     """Wait until condition() is true, bounded by a generous deadline for a busy machine."""
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + DEADLINE
     while not condition():
-        assert time.monotonic() < deadline, f"no {what} in 300 s"
+        assert time.monotonic() < deadline, f"no {what} in {DEADLINE} s"
         time.sleep(0.01)  # between looks at the state
 
 
 def test_a_second_ctrl_c_exits_at_once_while_oneflow_does_not_return(small_data, start_paused):
-    process = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "native", hold="native")
-    process.send_signal(signal.SIGINT)  # the handler cannot run: the main thread is inside the native call
-    wait_for(delivered(process), "delivery of the first SIGINT")
-    process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=300) == 130
-    stderr = process.stderr.read()
+    paused = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "native", hold="native")
+    paused.process.send_signal(signal.SIGINT)  # the handler cannot run: the main thread is inside the native call
+    wait_for(delivered(paused.process), "delivery of the first SIGINT")
+    paused.process.send_signal(signal.SIGINT)
+    returncode, _, stderr = paused.end()
+    assert returncode == 130
     assert "interrupted by" not in stderr and "Traceback" not in stderr  # at once: not after the grace, with its line
 
 
 def test_sigterm_ends_a_run_that_oneflow_does_not_return_to(small_data, start_paused):
-    process = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "native", hold="native")
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=300) == 143  # after stop_request.GRACE seconds
-    assert process.stderr.read().splitlines()[-1] == (f"interrupted by SIGTERM: training was inside OneFlow and did "
-                                                      f"not come back within {GRACE} s; stopped at once")
+    paused = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "native", hold="native")
+    paused.process.send_signal(signal.SIGTERM)
+    returncode, _, stderr = paused.end()
+    assert returncode == 143  # after stop_request.GRACE seconds
+    assert stderr.splitlines()[-1] == (f"interrupted by SIGTERM: training was inside OneFlow and did not come back "
+                                       f"within {GRACE} s; stopped at once")
 
 
 def test_resume_refuses_other_flags_or_no_state(small_data, uninterrupted):
