@@ -133,14 +133,17 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for_line(process, stdout_path, stderr_path, prefix):
-    """The first line of the process's stdout that starts with prefix, once printed; fails if the process ends first."""
+def wait_for_line(process, stdout_path, stderr_path, prefix, unless=None):
+    """The first line of the process's stdout that starts with prefix, once printed; fails if the process ends first,
+    or returns None if it ended with a line of stderr that starts with unless."""
     start = time.monotonic()
     while time.monotonic() - start < DEADLINE:
         for line in stdout_path.read_text().splitlines():
             if line.startswith(prefix):
                 return line
         if process.poll() is not None:
+            if unless and any(line.startswith(unless) for line in stderr_path.read_text().splitlines()):
+                return None
             pytest.fail(f"lenet_app.py ended ({process.returncode}) before printing {prefix!r}:\n"
                         f"{stdout_path.read_text()}\n{stderr_path.read_text()}")
         time.sleep(0.05)  # between looks at the file: the wait is for the line
@@ -152,12 +155,17 @@ def server(trained, tmp_path_factory):
     """lenet_app.py serving the trained model, started as `make app` starts it: (process, URL, folder of its stdout
     and stderr). Ended after the module; no request, good or bad, may have raised in it."""
     folder, _ = trained
-    logs = tmp_path_factory.mktemp("app")
-    port = free_port()
-    with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
-        process = subprocess.Popen([sys.executable, str(ROOT / "lenet_app.py"), "--port", str(port)], cwd=folder,
-                                   env={**CLEAN_ENV, "PYTHONFAULTHANDLER": "1"}, stdout=stdout, stderr=stderr,
-                                   start_new_session=True)
+    for attempt in range(5):  # a free port is only free when asked: another run of the tests may take it first
+        logs = tmp_path_factory.mktemp("app")
+        port = free_port()
+        with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
+            process = subprocess.Popen([sys.executable, str(ROOT / "lenet_app.py"), "--port", str(port)], cwd=folder,
+                                       env={**CLEAN_ENV, "PYTHONFAULTHANDLER": "1"}, stdout=stdout, stderr=stderr,
+                                       start_new_session=True)
+        clash = f"error: cannot serve on 127.0.0.1:{port}: the port is taken"
+        if not wait_for_line(process, logs / "stdout", logs / "stderr", "serving on ", unless=clash):
+            continue
+        break
     try:
         start = time.monotonic()
         line = wait_for_line(process, logs / "stdout", logs / "stderr", "serving on ")

@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import http.server
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -199,7 +200,9 @@ def test_a_failed_download_leaves_nothing(tmp_path, server, monkeypatch, name, s
 
 
 def test_offline(tmp_path):
-    closed_port = "http://127.0.0.1:9/mnist.npz"  # the discard port: nothing listens here
-    with pytest.raises(OSError, match="Connection refused"):
-        safe_files.download(closed_port, tmp_path / "mnist.npz", FIXTURE_SHA256)
+    with socket.socket() as closed:  # bound, never listening, for the test's length: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        with pytest.raises(OSError, match="Connection refused"):
+            safe_files.download(f"http://127.0.0.1:{closed.getsockname()[1]}/mnist.npz", tmp_path / "mnist.npz",
+                                FIXTURE_SHA256)
     assert list(tmp_path.iterdir()) == []
