@@ -15,8 +15,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "data" / "mnist.npz"
-# 6 epochs of 20 steps: accuracy still swings by several points from epoch to epoch before the fifth.
-TRAIN_FLAGS = ["--epochs", 6, "--batch-size", 50]
+# 12 epochs of 20 steps. Over seeds 0 to 5 the test accuracy came to 88.0-93.0% (seed 0, the tests': 88.5%);
+# after 6 epochs it was still 78.0-91.5%. The tests' thresholds come from that spread, which stands in for
+# another CPU's rounding as well: a different rounding sends training on another path, as a different seed does.
+TRAIN_FLAGS = ["--epochs", 12, "--batch-size", 50]
+MNIST_ACCURACY = 83  # percent the fixture model must pass on the fixture's test digits: the lowest seen, 88.0, less 5
 # Seconds for any one process or state a test waits for: far more than a loaded machine needs, and less than
 # pytest.ini's timeout for a whole test, so that a wait that fails still ends what it started.
 DEADLINE = 600

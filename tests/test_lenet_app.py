@@ -420,7 +420,7 @@ def test_reads_a_digit_drawn_with_the_mouse_with_no_button_to_press(page, refere
     draw(page, 7)  # the pen lifted is all it takes
     shown = answer(page)
     assert shown == str(reference(seen_image(page)).argmax())  # the network's answer for the image shown
-    assert shown == "7"  # observed 7 (probability 0.99) with the fixture's model
+    assert shown == "7"  # as a reader would read it; so does the fixture model
     page.save_screenshot(tmp_path / "app.png")
     if os.environ.get("APP_SCREENSHOT"):
         shutil.copy(tmp_path / "app.png", os.environ["APP_SCREENSHOT"])
@@ -429,7 +429,7 @@ def test_reads_a_digit_drawn_with_the_mouse_with_no_button_to_press(page, refere
 @needs_chromium
 def test_the_answer_follows_the_pen(page):
     draw(page, 1)
-    assert answer(page) == "1"  # observed 1 (probability 0.98) with the fixture's model
+    assert answer(page) == "1"  # as a reader would read it; so does the fixture model
     draw(page, "bar")  # a bar across the top makes the 1 a 7
     wait(page, lambda browser: answer(browser) == "7")
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import lenet
-from conftest import assert_fails_cleanly, fixture_arrays, run_script
+from conftest import MNIST_ACCURACY, assert_fails_cleanly, fixture_arrays, run_script
 from lenet_eval import (ERRORS_COLUMNS, TILE_HEIGHT, TILE_WIDTH, confusion_matrix, errors_image, format_confusion,
                         format_per_class, make_report, mistakes, report_json)
 
@@ -18,7 +18,7 @@ def test_eval_reports_the_accuracy_recounted_by_hand(trained):
     result = run_script("lenet_eval.py", cwd=folder)
     assert result.returncode == 0, result.stderr
     accuracy = float(re.fullmatch(r"accuracy: ([\d.]+)%", result.stdout.splitlines()[-1])[1])
-    assert accuracy > 80  # observed 88.5% after 6 epochs on the 1,000 fixture digits
+    assert accuracy > MNIST_ACCURACY
     assert f"test accuracy {accuracy:.1f}%" in train_stdout.splitlines()[-2]  # the model trained is the one saved
 
     # Recount: the saved model's logits in batches of 7 (200 is no multiple of 7), argmax against the labels.
@@ -161,7 +161,7 @@ def test_eval_report_through_the_script(trained, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     accuracy = re.fullmatch(r"accuracy: ([\d.]+)%", lines[-1])[1]  # still the last line
-    assert float(accuracy) > 80  # observed 88.5% after 6 epochs on the 1,000 fixture digits
+    assert float(accuracy) > MNIST_ACCURACY
 
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report) == REPORT_KEYS

@@ -11,7 +11,7 @@ import digit_image
 import lenet
 import lenet_test
 from benchmarks.image_sets import KINDS, drawn_set, make_image, write_set
-from conftest import assert_fails_cleanly, fixture_arrays, run_script
+from conftest import MNIST_ACCURACY, assert_fails_cleanly, fixture_arrays, run_script
 from test_digit_image import encoded_digits, png_header
 
 
@@ -114,16 +114,16 @@ def accuracies(model, image_sets):
     return {kind: 100.0 * float(np.mean(part)) for kind, part in zip(image_sets, np.split(correct, ends[:-1]))}
 
 
-# Observed with the fixture model (88.5% on MNIST): mnist-png 88.5, inverted 90.5, scaled 89.0, page 87.5,
-# rgb 89.0, rgba 88.5, jpeg 89.5.
+# Over fixture models of seeds 0 to 5 (conftest.TRAIN_FLAGS): MNIST PNGs 88.0-93.0%; each other kind 1 point
+# below them at worst (inverted, seed 4) and up to 2.5 above; drawn digits 79.2-96.7%.
 @pytest.mark.parametrize("kind", [kind for kind in KINDS if kind not in ("mnist-png", "drawn")])
 def test_accuracy_on_each_kind_of_image_is_close_to_mnist(accuracies, kind):
-    assert accuracies["mnist-png"] > 80  # observed 88.5%, what lenet_eval.py measures (the images are the same)
-    assert accuracies[kind] > 83 and accuracies[kind] > accuracies["mnist-png"] - 4
+    assert accuracies["mnist-png"] > MNIST_ACCURACY  # what lenet_eval.py measures (the images are the same)
+    assert accuracies[kind] > accuracies["mnist-png"] - 3
 
 
 def test_accuracy_on_digits_drawn_with_pillow(accuracies):
-    assert accuracies["drawn"] > 65  # observed 68.3% (82 of 120)
+    assert accuracies["drawn"] > 70  # the lowest seen, 79.2%, less 9 (120 digits: 11 of them)
 
 
 def test_one_graph_run_per_batch(model, monkeypatch):

@@ -32,12 +32,12 @@ def test_train_prints_the_log_and_saves(trained):
     assert lines[1] == "File mnist.npz already exist, path: ./mnist.npz"
     # 1,000 digits in batches of 50: 20 steps an epoch, the loss printed every 20 steps.
     assert [line.split(" loss ")[0] for line in lines if " step " in line] == [
-        f"epoch {e} step {20 * e}" for e in range(1, 7)]
-    epochs = [re.fullmatch(r"epoch (\d) loss ([\d.]+) test accuracy ([\d.]+)% images/s (\d+)", line)
+        f"epoch {e} step {20 * e}" for e in range(1, 13)]
+    epochs = [re.fullmatch(r"epoch (\d+) loss ([\d.]+) test accuracy ([\d.]+)% images/s (\d+)", line)
               for line in lines if "test accuracy" in line]
-    assert all(epochs) and [int(m[1]) for m in epochs] == [1, 2, 3, 4, 5, 6]
+    assert all(epochs) and [int(m[1]) for m in epochs] == list(range(1, 13))
     losses = [float(m[2]) for m in epochs]
-    assert losses[-1] < losses[0] / 2  # observed 2.63 -> 0.34
+    assert losses[-1] < losses[0] / 4  # the last epoch: 0.06-0.19 over seeds 0 to 5; the first: about 2.6 (seed 0)
     assert lines[-1] == "model saved to ./lenet_models_1"
     assert (folder / "lenet_models_1" / "pickled_data").is_file()
 
