@@ -120,7 +120,7 @@ def test_a_killed_run_keeps_the_metrics_of_the_epochs_it_finished(small_data, st
 def test_a_terminal_shows_a_progress_bar_and_a_pipe_does_not(data_dir):
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 rows of 100: tqdm fits to it
-    with started([sys.executable, str(ROOT / "lenet_train.py"), "--max-steps", "30", "--log-interval", "50"],
+    with started([sys.executable, str(ROOT / "lenet_train.py"), "--max-steps", "5", "--log-interval", "50"],
                  cwd=data_dir, env=CLEAN_ENV, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal) as process:
         os.close(terminal)
         shown, deadline = b"", time.monotonic() + DEADLINE
@@ -140,7 +140,7 @@ def test_a_terminal_shows_a_progress_bar_and_a_pipe_does_not(data_dir):
     # tqdm draws its line after a carriage return: "epoch 1:  10%|█████▍      | 1/10 [00:00<00:04,  1.91it/s]"
     assert re.search(r"\repoch 1: +\d+%\|.*\| \d+/10 \[", text), text  # 1,000 digits: 10 steps of 100
     assert "model saved to ./lenet_models_1" in text
-    piped = run_script("lenet_train.py", "--max-steps", 30, "--log-interval", 50, "--model-dir", "piped", cwd=data_dir)
+    piped = run_script("lenet_train.py", "--max-steps", 5, "--log-interval", 50, "--model-dir", "piped", cwd=data_dir)
     assert piped.returncode == 0 and "%|" not in piped.stdout + piped.stderr
 
 
