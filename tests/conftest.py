@@ -45,6 +45,16 @@ def trained(tmp_path_factory):
     return folder, result.stdout
 
 
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory):
+    """Export the model of `trained` through lenet_export.py once: (the ONNX file, its output)."""
+    folder, _ = trained
+    output = tmp_path_factory.mktemp("exported") / "lenet.onnx"
+    result = run_script("lenet_export.py", "--output", output, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return output, result.stdout
+
+
 def fixture_arrays():
     """The fixture's arrays as stored: uint8 images, uint8 labels."""
     with np.load(FIXTURE) as npz:
