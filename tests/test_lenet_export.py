@@ -12,10 +12,11 @@ import onnx
 import onnxruntime
 import pytest
 from onnx import numpy_helper
+from PIL import Image
 
 import lenet
 import onnx_model
-from conftest import CLEAN_ENV, ROOT, assert_fails_cleanly, read_only, run_script, weights
+from conftest import CLEAN_ENV, ROOT, assert_fails_cleanly, fixture_arrays, read_only, run_script, weights
 from test_lenet_checkpoint import write_legacy
 from test_lenet_network import numpy_lenet
 
@@ -235,3 +236,20 @@ def test_the_converter_imports_with_np_bool_as_numpy_1_23_had_it():
 
     assert np.bool is (bool if int(np.__version__.split(".")[0]) < 2 else np.bool_)
     assert np.dtype(util.Onnx2NumpyDtype(onnx.TensorProto.BOOL)) == np.dtype(np.bool_)
+
+
+def test_the_lines_of_docs_export_md_read_a_digit_without_oneflow(exported, trained, tmp_path):
+    path, _ = exported
+    folder, _ = trained
+    code = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "export.md").read_text(), re.DOTALL)[1]
+    raw = fixture_arrays()
+    i = int(np.flatnonzero(raw["y_test"] == 9)[0])
+    Image.fromarray(raw["x_test"][i]).save(tmp_path / "9.png")
+    shutil.copy(path, tmp_path / "lenet.onnx")
+    check = '\nimport sys\nassert "oneflow" not in sys.modules\n'  # onnxruntime alone
+    result = subprocess.run([sys.executable, "-c", code + check], cwd=tmp_path, env=CLEAN_ENV, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    model = lenet.load_model(folder / "lenet_models_1", CPU)
+    expected = lenet.predict(lenet.EvalGraph(model), raw["x_test"][i:i + 1, None].astype(np.float32) / 255, 1, CPU)
+    assert result.stdout == f"prediction: {int(expected.argmax())}\n"
