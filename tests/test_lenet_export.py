@@ -197,6 +197,9 @@ def test_an_output_in_a_missing_folder_or_a_folder(trained, tmp_path):
     assert_fails_cleanly(result, f"error: cannot write {tmp_path}/missing/lenet.onnx: there is no folder {tmp_path}/missing (create it first)")
     result = run_script("lenet_export.py", "--output", tmp_path, cwd=folder)
     assert_fails_cleanly(result, f"error: cannot write {tmp_path}: it is a folder (give a file name, such as {tmp_path}/lenet.onnx)")
+    # Said before the model is read (or the data downloaded): the output's folder is checked first.
+    result = run_script("lenet_export.py", "--model-dir", "nowhere", "--output", "missing/lenet.onnx", cwd=tmp_path)
+    assert_fails_cleanly(result, "error: cannot write missing/lenet.onnx: there is no folder missing (create it first)")
     assert not list(tmp_path.iterdir())
 
 
