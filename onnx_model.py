@@ -34,7 +34,7 @@ class CheckFailed(Exception):
 
 def import_converter():
     """Import oneflow-onnx's export function, with the two fixes that have to be made around its import; return it."""
-    if "bool" not in vars(np):  # NumPy 1.24 to 1.26 (1.23 gave it, deprecated, and 2.0 has it again)
+    if "bool" not in vars(np):  # gone in NumPy 1.24 to 1.26; 1.20 to 1.23 gave it with a DeprecationWarning; 2.0 has it
         # Up to NumPy 1.23 np.bool was Python's bool itself, which is what oneflow-onnx means by it (a dtype map).
         # Only this process, which exports, gets it; training, evaluation and the app keep NumPy as it is.
         np.bool = bool
@@ -46,7 +46,8 @@ def import_converter():
     # built by nn_functor.cpp's ConvBaseFunctor when ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS is set at the thread's
     # first convolution, as on the CPU here), the bias was silently left out: an ONNX Conv without B, logits off
     # by up to 2. Without the names the converter takes every input in the op's own order (in, weight[, bias]),
-    # which ONNX's Conv(X, W[, B]) takes as it is; a convolution without a bias has a bias_add after it instead.
+    # which ONNX's Conv(X, W[, B]) takes as it is. Unfused (a GPU, LENET_SPEEDUPS=0), conv2d has only "in" and
+    # "weight", and the bias_add after it becomes an ONNX Add, as before.
     handler.flow_op._OP_TYPE_2_IBN.pop("conv2d", None)
     return Export
 
