@@ -78,6 +78,15 @@ def lscpu():
     return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs"
 
 
+def priority():
+    """A sentence for the table's header where this process runs at another priority than a user's ("Run at nice 10,
+    with LENET_SCHEDULER_NICE=19."), else ""."""
+    niceness, scheduler = os.nice(0), os.environ.get("LENET_SCHEDULER_NICE")
+    if niceness == 0 and scheduler is None:
+        return ""
+    return f" Run at nice {niceness}" + (f", with LENET_SCHEDULER_NICE={scheduler}." if scheduler is not None else ".")
+
+
 def main():
     args = parser.parse_args()
     data_dir = Path(args.data_dir).resolve()
@@ -145,7 +154,7 @@ def main():
         f"(lscpu; {cpu_model()}); Python {sys.version.split()[0]}, {versions[0]}, {versions[1]}, numpy {np.__version__}. "
         f"Model: `lenet_train.py --epochs 1 --data-dir {os.path.relpath(data_dir, REPO)}`; `lenet_export.py` took "
         f"{seconds:.1f} s and printed `{export_line}`. Median (min-max) of {args.runs} runs, a fresh process each. "
-        f"Load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.",
+        f"Load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.{priority()}",
         "",
         f"Command: `{command.strip()}`",
         "",
