@@ -2,6 +2,7 @@
 
     python lenet_test.py ./9.png                             # prints "prediction: 9 (probability 0.981)"
     python lenet_test.py digits/*.jpg --top-k 3 --save-input seen/    # a line per file; what the network saw
+    python lenet_test.py ./9.png --onnx lenet.onnx           # the same with onnxruntime, from lenet_export.py's file
 
 Each image is made to look like an MNIST digit first (digit_image.load_image: white on black, 20 pixels in a 28x28
 frame, centred on its centre of mass); a 28x28 image with a dark border is read as it is.
@@ -15,6 +16,7 @@ from PIL import Image
 
 import digit_image
 import lenet
+import onnx_model
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("image", nargs="+", help="image files of one digit each: any format Pillow reads, any size, "
@@ -23,7 +25,10 @@ parser.add_argument("--model-dir", default="./lenet_models_1", help="folder of t
 parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the first GPU OneFlow 0.9 can run on, else cpu)")
 parser.add_argument("--top-k", type=lenet.positive_int, default=1, help="show the K likeliest digits, 1 to 10, "
                                                                         "with their probabilities (default: 1)")
-parser.add_argument("--batch-size", type=lenet.positive_int, default=100, help="images per graph run (default: 100)")
+parser.add_argument("--batch-size", type=lenet.positive_int, default=100, help="images per run of the graph (or of onnxruntime) (default: 100)")
+parser.add_argument("--onnx", metavar="FILE", default=None, help="read the digits with onnxruntime from this ONNX file "
+                                                                "(lenet_export.py writes it) instead of with OneFlow "
+                                                                "from --model-dir (default: none, OneFlow)")
 parser.add_argument("--save-input", metavar="DIR", default=None, help="write the 28x28 image the network saw for "
                                                                       "each IMAGE to DIR/NAME-28x28.png (default: none)")
 
@@ -43,6 +48,11 @@ def load_images(paths):
 def classify(model, images, batch_size, device):
     """Return the softmax probabilities (N, 10) of images (N, 1, 28, 28), batch_size images per run of one EvalGraph."""
     return lenet.softmax(lenet.predict(lenet.EvalGraph(model), images, min(batch_size, len(images)), device))
+
+
+def classify_onnx(session, images, batch_size):
+    """Return the softmax probabilities (N, 10) of images (N, 1, 28, 28), batch_size images per run of the onnxruntime session."""
+    return lenet.softmax(onnx_model.predict(session, images, batch_size))
 
 
 def describe(probabilities, top_k=1):
@@ -77,16 +87,27 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.top_k > 10:
         parser.error(f"argument --top-k: at most 10 digits, not {args.top_k}")
+    if args.onnx is not None and args.device is not None:
+        parser.error("argument --device: OneFlow's device; with --onnx, onnxruntime reads the digits on the CPU")
     try:
-        device, description = lenet.choose_device(args.device)
-        print(f"device {description}")
-        model = lenet.load_model(args.model_dir, device)
+        if args.onnx is not None:
+            session = onnx_model.load(args.onnx)
+            print(f"device cpu (onnxruntime {onnx_model.runtime_version()}, {args.onnx})")
+        else:
+            device, description = lenet.choose_device(args.device)
+            print(f"device {description}")
+            model = lenet.load_model(args.model_dir, device)
         images, paths, errors = load_images(args.image)
         for _, message in errors:
             print(f"error: {message}", file=sys.stderr)
         if args.save_input is not None:
             save_inputs(images, paths, args.save_input)
-        probabilities = classify(model, images, args.batch_size, device) if len(images) else []
+        if not len(images):
+            probabilities = []
+        elif args.onnx is not None:
+            probabilities = classify_onnx(session, images, args.batch_size)
+        else:
+            probabilities = classify(model, images, args.batch_size, device)
     except lenet.InputError as e:
         sys.exit(f"error: {e}")
     for path, p in zip(paths, probabilities):

@@ -1,10 +1,13 @@
-"""Files that appear whole or not at all: a folder replaced atomically, a download checked before it is put in place.
+"""Files that appear whole or not at all: a folder replaced atomically, a file or a download checked before it is put
+in place.
 
 A crash at any moment leaves the old folder or the new one, never a mix, and never a partial download.
 """
+import contextlib
 import ctypes
 import hashlib
 import os
+import secrets
 import shutil
 import tempfile
 import urllib.request
@@ -65,6 +68,28 @@ def replace_folder(path, write):
         fsync_dir(path.parent)
     except OSError:
         shutil.rmtree(new, ignore_errors=True)
+        raise
+
+
+def replace_file(path, write):
+    """Call write(tmp) to fill a new file beside path (tmp is its name), flush it to disk, then rename it to path.
+
+    The new file is `.NAME.RANDOM.part` until the rename, made with the usual permissions (0666 less the umask);
+    whatever write raises (an OSError, a failed check) removes it and is raised again, and path stays as it was.
+    OSError when the folder is missing or cannot be written to.
+    """
+    folder, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.part")
+    open(tmp, "xb").close()  # the folder can be written to: before write, which may take long
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(folder or ".")
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):  # gone once renamed
+            os.remove(tmp)
         raise
 
 

@@ -49,10 +49,10 @@ ONEFLOW_DEFAULTS = {"OPENBLAS_CORETYPE": "", "ONEFLOW_ENABLE_ONEDNN_OPTS": "1", 
                     "ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS": "0", "LENET_BLAS": "openblas", "LENET_SCHEDULER_NICE": "0"}
 
 
-def run_rss(command, env=None):
-    """Run command; return (wall seconds, peak resident MiB of that process, stdout)."""
+def run_rss(command, env=None, cwd=REPO):
+    """Run command in cwd; return (wall seconds, peak resident MiB of that process, stdout)."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
                                env={**os.environ, **(env or {})})
     stdout = process.stdout.read()
     stderr = process.stderr.read()

@@ -105,7 +105,9 @@ def wait(process, timeout=DEADLINE):
 
 
 def run(command, cwd, env=None, timeout=DEADLINE):
-    """Run command to its end, killed with its children after timeout seconds; return the CompletedProcess."""
+    """Run command (its parts made str) to its end, killed with its children after timeout seconds; return the
+    CompletedProcess."""
+    command = [str(part) for part in command]
     with started(command, cwd=cwd, env={**CLEAN_ENV, **(env or {})}, stdin=subprocess.DEVNULL,
                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         try:
@@ -137,6 +139,16 @@ def trained(tmp_path_factory):
     result = run_script("lenet_train.py", *TRAIN_FLAGS, cwd=folder)
     assert result.returncode == 0, result.stderr
     return folder, result.stdout
+
+
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory):
+    """Export the model of `trained` through lenet_export.py once: (the ONNX file, its output)."""
+    folder, _ = trained
+    output = tmp_path_factory.mktemp("exported") / "lenet.onnx"
+    result = run_script("lenet_export.py", "--output", output, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return output, result.stdout
 
 
 def fixture_arrays():

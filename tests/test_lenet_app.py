@@ -24,7 +24,7 @@ from PIL import Image
 
 import digit_image
 import lenet
-from conftest import CLEAN_ENV, ROOT, fixture_arrays
+from conftest import CLEAN_ENV, ROOT, fixture_arrays, run
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import app_soak  # noqa: E402  (the soak benchmark's clients; it also sets GRADIO_ANALYTICS_ENABLED=False)
@@ -281,9 +281,8 @@ def test_an_upload_its_client_leaves_midway_logs_no_traceback(server, client, tm
 
 
 def test_without_a_model_it_exits_before_serving(tmp_path):
-    # Not run_script: a server started by mistake would keep it waiting for its 10 minutes.
-    result = subprocess.run([sys.executable, str(ROOT / "lenet_app.py"), "--port", str(free_port())], cwd=tmp_path,
-                            env=CLEAN_ENV, capture_output=True, text=True, timeout=DEADLINE)
+    # A server started by mistake would be ended after DEADLINE seconds, and fail the test.
+    result = run([sys.executable, ROOT / "lenet_app.py", "--port", free_port()], cwd=tmp_path, timeout=DEADLINE)
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == "error: no model at ./lenet_models_1 (run lenet_train.py first)"
     assert "serving" not in result.stdout and "Traceback" not in result.stderr

@@ -1,15 +1,19 @@
 """lenet_test.py: reading digits from image files with the fixture-trained model, good files and bad, and its
 accuracy on user-like images made from the fixture's test digits by benchmarks/image_sets.py (inverted, scaled
-up, off-centre on a graded page, RGB, RGBA with transparent paper, JPEG; and digits drawn with Pillow)."""
+up, off-centre on a graded page, RGB, RGBA with transparent paper, JPEG; and digits drawn with Pillow); and with
+--onnx, the same answers from onnxruntime and lenet_export.py's file, and the files that are not LeNet's."""
 import re
 
 import numpy as np
+import onnx
+import onnxruntime
 import pytest
 from PIL import Image
 
 import digit_image
 import lenet
 import lenet_test
+import onnx_model
 from benchmarks.image_sets import KINDS, drawn_set, make_image, write_set
 from conftest import MNIST_ACCURACY, assert_fails_cleanly, fixture_arrays, run_script
 from test_digit_image import encoded_digits, png_header
@@ -208,3 +212,104 @@ def test_corrupt_files_on_the_command_line(trained, tmp_path):
 def test_top_k_is_at_most_ten(tmp_path):
     result = run_script("lenet_test.py", "digit.png", "--top-k", 11, cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.splitlines()[-1].endswith("--top-k: at most 10 digits, not 11")
+
+
+# ---------------------------------------------------------------------------------------------
+# --onnx: the same with onnxruntime, on the file lenet_export.py wrote of the same model
+
+def test_onnx_reads_every_image_as_oneflow_does(model, image_sets, exported):
+    path, _ = exported
+    session = onnx_model.load(path)
+    for kind, (paths, _) in image_sets.items():  # "mnist-png" holds the fixture's 200 test digits
+        images, _, errors = lenet_test.load_images(paths)
+        assert not errors
+        oneflow = lenet_test.classify(model, images, 100, CPU)
+        runtime = lenet_test.classify_onnx(session, images, 100)
+        assert np.array_equal(runtime.argmax(axis=1), oneflow.argmax(axis=1)), kind  # digit for digit
+        assert np.abs(runtime - oneflow).max() < 1e-4, kind
+
+
+def predictions(stdout):
+    """[(file, digit, probability, top 3)] from lenet_test.py's lines after the device line."""
+    pattern = r"(.+): prediction: (\d) \(probability ([\d.]+)\) top 3: (.+)"
+    return [re.fullmatch(pattern, line).groups() for line in stdout.splitlines()[1:]]
+
+
+def test_onnx_prints_the_lines_oneflow_prints(trained, exported, tmp_path):
+    folder, _ = trained
+    path, _ = exported
+    raw, rng = fixture_arrays(), np.random.default_rng(4)
+    files = []
+    for digit in range(10):
+        i = int(np.flatnonzero(raw["y_test"] == digit)[1])
+        files.append(tmp_path / f"{digit}.png")
+        Image.fromarray(raw["x_test"][i]).save(files[-1])
+    for i, kind in ((7, "jpeg"), (30, "page"), (65, "rgba")):
+        files.append(tmp_path / f"{kind}{i}.{'jpg' if kind == 'jpeg' else 'png'}")
+        make_image(kind, raw["x_test"][i], rng).save(files[-1])
+    oneflow = run_script("lenet_test.py", *files, "--top-k", 3, "--batch-size", 7, cwd=folder)
+    runtime = run_script("lenet_test.py", *files, "--top-k", 3, "--batch-size", 7, "--onnx", path, cwd=folder)
+    assert oneflow.returncode == 0 and runtime.returncode == 0, oneflow.stderr + runtime.stderr
+    assert runtime.stdout.splitlines()[0] == f"device cpu (onnxruntime {onnxruntime.__version__}, {path})"
+    expected, got = predictions(oneflow.stdout), predictions(runtime.stdout)
+    assert [f for f, _, _, _ in got] == list(map(str, files))
+    assert [d for _, d, _, _ in got] == [d for _, d, _, _ in expected]  # the same digits
+    for (_, _, p, top), (_, _, q, other_top) in zip(got, expected):
+        assert abs(float(p) - float(q)) <= 0.001  # printed to 3 places: the last one may round the other way
+        assert top.split()[::2] == other_top.split()[::2]  # the same top 3 digits
+
+
+def tiny_model(path, input_shape, output_shape, op):
+    """An ONNX file of one op (Identity or Flatten) from an input `images` to an output `logits`, of these shapes."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node(op, ["images"], ["logits"])], "tiny",
+        [onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, input_shape)],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, output_shape)])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)], ir_version=7), str(path))
+    return path
+
+
+def bad_onnx_file(kind, folder, exported):
+    """A file in folder that is not LeNet's ONNX file, of the kind named (the exported file cut, for one)."""
+    if kind == "missing":
+        return folder / "missing.onnx"
+    if kind == "folder":
+        return folder
+    if kind == "text":
+        (folder / "notes.onnx").write_text("not a model")
+        return folder / "notes.onnx"
+    if kind == "truncated":
+        (folder / "cut.onnx").write_bytes(exported.read_bytes()[:100_000])
+        return folder / "cut.onnx"
+    shapes = {"flat-input": (["N", 784], ["N", 784], "Identity"), "fixed-batch": ([100, 1, 28, 28], [100, 1, 28, 28], "Identity"),
+              "wrong-output": (["N", 1, 28, 28], ["N", 784], "Flatten")}
+    return tiny_model(folder / f"{kind}.onnx", *shapes[kind])
+
+
+WANTED = "LeNet's file has one input, float (N, 1, 28, 28) with any N, and a first output float (N, 10)"
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "error: no ONNX file at {file} (run lenet_export.py first)"),
+    ("folder", "error: {file} is a folder, not an ONNX file"),
+    ("text", "error: {file} is not an ONNX model that onnxruntime can read ([ONNXRuntimeError] : 7 : INVALID_PROTOBUF : "),
+    ("truncated", "error: {file} is not an ONNX model that onnxruntime can read ("),
+    ("flat-input", "error: {file} has the input images: tensor(float) (N, 784); " + WANTED),
+    ("fixed-batch", "error: {file} has the input images: tensor(float) (100, 1, 28, 28); " + WANTED),
+    ("wrong-output", "error: {file} has the output logits: tensor(float) (N, 784); " + WANTED),
+])
+def test_onnx_file_that_is_not_lenets(trained, exported, tmp_path, kind, message):
+    folder, _ = trained
+    path, _ = exported
+    file = bad_onnx_file(kind, tmp_path, path)
+    Image.fromarray(fixture_arrays()["x_test"][0]).save(tmp_path / "digit.png")
+    result = run_script("lenet_test.py", tmp_path / "digit.png", "--onnx", file, cwd=folder)
+    assert_fails_cleanly(result, message.format(file=file))
+    assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+
+
+def test_onnx_and_device_together_is_a_bad_flag(tmp_path):
+    result = run_script("lenet_test.py", "digit.png", "--onnx", "lenet.onnx", "--device", "cpu", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == ("lenet_test.py: error: argument --device: OneFlow's device; with --onnx, "
+                                              "onnxruntime reads the digits on the CPU")

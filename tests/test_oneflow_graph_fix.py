@@ -1,7 +1,6 @@
 """oneflow_graph_fix: every nn.Graph run goes through it, and a run that ends before OneFlow records it (the race
 that crashed short graph runs) leaves OneFlow's queue alone. How often the race comes, and the crashes without the
 fix, are measured in benchmarks/graph_crash.py, never here: an idle machine shows the race, a busy one hides it."""
-import subprocess
 import sys
 import time
 
@@ -9,7 +8,7 @@ import numpy as np
 
 import lenet
 import oneflow_setup
-from conftest import CLEAN_ENV, DEADLINE, ROOT, initialised
+from conftest import DEADLINE, ROOT, initialised, run
 
 
 def test_every_graph_run_goes_through_the_fix():
@@ -47,7 +46,6 @@ print(*oneflow_setup.graph_runs())
 
 
 def test_a_run_that_ends_before_it_is_recorded_leaves_oneflows_queue_alone():
-    result = subprocess.run([sys.executable, "-c", OVERTAKEN], env=CLEAN_ENV, capture_output=True, text=True,
-                            timeout=300)
+    result = run([sys.executable, "-c", OVERTAKEN], cwd=ROOT)
     assert result.returncode == 0, result.stderr  # OneFlow's own methods were not called on the empty queue
     assert result.stdout == "1 1 1\n"  # recorded 1, ended 1, of which 1 ended before it was recorded

@@ -122,8 +122,8 @@ def test_the_graph_settings_are_set_for_the_cpu_alone_and_read_when_a_graph_is_b
     clean = {name: value for name, value in CLEAN_ENV.items()
              if name not in ("ONEFLOW_ENABLE_ONEDNN_OPTS", "ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS")}
     # DNNL_VERBOSE=1: oneDNN prints a line on stdout for each primitive it runs.
-    result = subprocess.run([sys.executable, "-c", GRAPH, device], capture_output=True, text=True, timeout=300,
-                            env={**clean, **env, "LENET_SCHEDULER_NICE": "0", "DNNL_VERBOSE": "1"})
+    result = run([sys.executable, "-c", GRAPH, device], cwd=ROOT,
+                 env={**clean, **env, "LENET_SCHEDULER_NICE": "0", "DNNL_VERBOSE": "1"})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     values = dict(line.split(" ", 1) for line in lines if not line.startswith("dnnl_verbose,"))

@@ -1,6 +1,6 @@
 """safe_files: a folder replaced atomically (SIGKILL at each step of a save leaves the old model or the new one), a
-stale half-written folder removed by the next save, the fallback without renameat2, and downloads that appear
-whole or not at all."""
+stale half-written folder removed by the next save, the fallback without renameat2, a file replaced whole or not at
+all, and downloads that appear whole or not at all."""
 import contextlib
 import hashlib
 import http.server
@@ -133,6 +133,49 @@ def test_a_crash_within_the_three_renames_is_mended_by_the_next_load_or_save(tmp
     lenet.CheckPoint(initialised(3)).save(tmp_path / "model")
     assert os.listdir(tmp_path) == ["model"]
     assert np.array_equal(logits(lenet.load_model(tmp_path / "model", CPU)), logits(initialised(3)))
+
+
+# ---------------------------------------------------------------------------------------------
+# A file (lenet_export.py's ONNX file)
+
+def test_replace_file_puts_the_new_file_in_place_with_the_usual_permissions(tmp_path):
+    (tmp_path / "lenet.onnx").write_bytes(b"old")
+    seen = []
+
+    def write(tmp):
+        seen.append(os.listdir(tmp_path))
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+
+    umask = os.umask(0o027)
+    try:
+        safe_files.replace_file(tmp_path / "lenet.onnx", write)
+    finally:
+        os.umask(umask)
+    (new,) = set(seen[0]) - {"lenet.onnx"}  # while write runs: the old file and the new one beside it
+    assert new.startswith(".lenet.onnx.") and new.endswith(".part")
+    assert os.listdir(tmp_path) == ["lenet.onnx"] and (tmp_path / "lenet.onnx").read_bytes() == b"new"
+    assert (tmp_path / "lenet.onnx").stat().st_mode & 0o777 == 0o640  # 0666 less the umask, as open() makes files
+
+
+def test_replace_file_keeps_the_old_file_when_write_fails(tmp_path):
+    (tmp_path / "lenet.onnx").write_bytes(b"old")
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise ValueError("the check failed")
+
+    with pytest.raises(ValueError, match="the check failed"):
+        safe_files.replace_file(tmp_path / "lenet.onnx", write)
+    assert os.listdir(tmp_path) == ["lenet.onnx"] and (tmp_path / "lenet.onnx").read_bytes() == b"old"
+
+
+def test_replace_file_into_a_missing_folder_writes_nothing(tmp_path):
+    called = []
+    with pytest.raises(FileNotFoundError):
+        safe_files.replace_file(tmp_path / "missing" / "lenet.onnx", called.append)
+    assert not called and os.listdir(tmp_path) == []
 
 
 # ---------------------------------------------------------------------------------------------
