@@ -15,7 +15,6 @@ Prints a Markdown table and writes it into BENCHMARKS.md between its app-soak ma
 import argparse
 import json
 import os
-import shlex
 import socket
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench import cpu_model, write_section
+from bench import cpu_model, one_epoch_model, publish
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # gradio_client's telemetry is on unless this says "False"
 HERE = Path(__file__).resolve().parent
@@ -176,14 +175,11 @@ def milliseconds(latencies, q):
 def main():
     args = parser.parse_args()
     data_dir = Path(args.data_dir).resolve()
-    if not (data_dir / "mnist.npz").is_file():
-        sys.exit(f"error: no {data_dir / 'mnist.npz'} (give --data-dir)")
     rows, load_before = [], os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = tmp / "lenet_models_1"
-        subprocess.run([sys.executable, str(REPO / "lenet_train.py"), "--epochs", "1", "--data-dir", str(data_dir),
-                        "--model-dir", str(model_dir)], check=True, capture_output=True)
+        one_epoch_model(data_dir, model_dir)
         files = digit_files(data_dir / "mnist.npz", tmp / "digits")
         expected = lenet_test_answers(model_dir, files)
         for round_ in range(args.rounds):
@@ -220,20 +216,11 @@ def main():
              "| server MiB after 1,000 | after all | growth | errors | wrong answers | server deaths |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     lines += [f"| {' | '.join(map(str, row))} |" for row in rows]
-    text = "\n".join([
-        MARK_START,
+    publish(args.output, MARK_START, MARK_END,
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {cpu_model()}, {os.cpu_count()} cores; "
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after. 300 requests from 1 client, then "
         f"{args.requests:,} from 20 at once, per round; each round a fresh server; {len(files)} different PNGs.",
-        "",
-        f"Command: `{shlex.join(['python', 'benchmarks/app_soak.py', *sys.argv[1:]])}`",
-        "",
-        *lines,
-        MARK_END,
-    ])
-    print(text)
-    write_section(args.output, text)
-    print(f"written to {args.output}", file=sys.stderr)
+            lines)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import socket
 import statistics
 import subprocess
@@ -229,24 +230,34 @@ def main():
         torch_cells = [summary(cells.get(c, []), digits) if tversion else "not available" for c in ("torch", "torch1")]
         lines.append(f"| {name} | {summary(ours, digits)} | {summary(cells.get('defaults', []), digits)} "
                      f"| {' | '.join(torch_cells)} | {ratio(cells.get('torch'), ours)} | {ratio(cells.get('torch1'), ours)} |")
-    command = "python benchmarks/bench.py " + " ".join(sys.argv[1:])
-    text = "\n".join([
-        MARK_START,
+    publish(args.output, MARK_START, MARK_END,
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {cpu_model()}, {os.cpu_count()} cores, "
         f"{platform.system()} {platform.release()}; Python {platform.python_version()}, oneflow {metadata.version('oneflow')}, "
         f"numpy {np.__version__}; PyTorch: {tversion or 'not available'} (CPU build, under {tpy}). "
         f"Batch 100, SGD lr 0.1, data {data.parent.name}/mnist.npz. Speed figures: median (min-max) of {args.runs} runs "
         f"of {args.steps} steps each after 5 of warm-up, a fresh process per run. "
         f"Load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (other work was sharing the cores).",
-        "",
-        f"Command: `{command}`",
-        "",
-        *lines,
-        MARK_END,
-    ])
+        lines)
+
+
+def one_epoch_model(data_dir, model_dir):
+    """Train lenet_train.py for one epoch of data_dir/mnist.npz at the tutorial's settings (batch 100, whose graph runs
+    are long enough to be safe from OneFlow's race) into model_dir; exit with a line if there is no such file."""
+    if not (Path(data_dir) / "mnist.npz").is_file():
+        sys.exit(f"error: no {Path(data_dir) / 'mnist.npz'} (give --data-dir)")
+    subprocess.run([sys.executable, str(REPO / "lenet_train.py"), "--epochs", "1", "--data-dir", str(data_dir),
+                    "--model-dir", str(model_dir)], check=True, capture_output=True)
+
+
+def publish(path, start, end, about, table):
+    """Print a benchmark's table, with `about` (when, where, how) and the command that ran it, and write it into the
+    Markdown file at path between the markers start and end (write_section)."""
+    script = Path(sys.argv[0]).name
+    text = "\n".join([start, about, "", f"Command: `{shlex.join(['python', f'benchmarks/{script}', *sys.argv[1:]])}`", "",
+                      *table, end])
     print(text)
-    write_section(args.output, text)
-    print(f"written to {args.output}", file=sys.stderr)
+    write_section(path, text)
+    print(f"written to {path}", file=sys.stderr)
 
 
 def write_section(path, text):

@@ -13,7 +13,6 @@ Prints a Markdown table and writes it into BENCHMARKS.md between its graph-crash
 """
 import argparse
 import os
-import shlex
 import signal
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench import cpu_model, write_section
+from bench import cpu_model, one_epoch_model, publish
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -149,14 +148,10 @@ def outcomes(results):
 def main():
     args = parser.parse_args()
     data_dir = Path(args.data_dir).resolve()
-    if not (data_dir / "mnist.npz").is_file():
-        sys.exit(f"error: no {data_dir / 'mnist.npz'} (give --data-dir)")
     rows, load_before = [], os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        # The model: one epoch at the tutorial's batch of 100, whose graph runs are long enough to be safe.
-        subprocess.run([sys.executable, str(REPO / "lenet_train.py"), "--epochs", "1", "--data-dir", str(data_dir),
-                        "--model-dir", str(tmp / "model")], check=True, capture_output=True)
+        one_epoch_model(data_dir, tmp / "model")
         with np.load(data_dir / "mnist.npz") as npz:
             images = [tmp / "png" / f"{i:04d}.png" for i in range(2000)]
             images[0].parent.mkdir()
@@ -181,19 +176,10 @@ def main():
     lines = ["| what runs, per process | fix | processes | ms a call | s a process | died or hung | overtaken (min-max) |",
              "| --- | --- | ---: | ---: | ---: | --- | ---: |"]
     lines += [f"| {' | '.join(map(str, row))} |" for row in rows]
-    text = "\n".join([
-        MARK_START,
+    publish(args.output, MARK_START, MARK_END,
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {cpu_model()}, {os.cpu_count()} cores; "
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.",
-        "",
-        f"Command: `{shlex.join(['python', 'benchmarks/graph_crash.py', *sys.argv[1:]])}`",
-        "",
-        *lines,
-        MARK_END,
-    ])
-    print(text)
-    write_section(args.output, text)
-    print(f"written to {args.output}", file=sys.stderr)
+            lines)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench import cpu_model, run_rss, summary, write_section
+from bench import cpu_model, publish, run_rss, summary
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -147,23 +147,13 @@ def main():
             ratio = f"{np.median(cells['oneflow']) / np.median(cells['onnx']):.1f}"
         lines.append(f"| {name} | {summary(cells.get('oneflow', []), digits_)} | {summary(cells.get('onnx', []), digits_)} "
                      f"| {summary(cells.get('alone', []), digits_)} | {ratio} |")
-    command = "python benchmarks/onnx_speed.py " + " ".join(sys.argv[1:])
-    text = "\n".join([
-        MARK_START,
+    publish(args.output, MARK_START, MARK_END,
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {lscpu() or 'an unknown CPU'} "
         f"(lscpu; {cpu_model()}); Python {sys.version.split()[0]}, {versions[0]}, {versions[1]}, numpy {np.__version__}. "
         f"Model: `lenet_train.py --epochs 1 --data-dir {os.path.relpath(data_dir, REPO)}`; `lenet_export.py` took "
         f"{seconds:.1f} s and printed `{export_line}`. Median (min-max) of {args.runs} runs, a fresh process each. "
         f"Load average {load_before[0]:.1f} before, {load_after[0]:.1f} after.{priority()}",
-        "",
-        f"Command: `{command.strip()}`",
-        "",
-        *lines,
-        MARK_END,
-    ])
-    print(text)
-    write_section(args.output, text)
-    print(f"written to {args.output}", file=sys.stderr)
+            lines)
 
 
 if __name__ == "__main__":
