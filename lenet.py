@@ -93,7 +93,7 @@ class CheckPoint:
         A crash at any moment leaves either the old model or the new one at path (safe_files.replace_folder).
         Under the launcher the first process writes, and every process raises the same InputError if it could not.
         """
-        name, path = os.fspath(path), Path(path)  # name as the user wrote it: ./lenet_models_1
+        shown, path = os.fspath(path), Path(path)  # shown as the user wrote it: ./lenet_models_1
         # Gathered in every process (global tensors need all of them), written by the first alone.
         state = {name: flow.tensor(to_numpy(value)) for name, value in self.model.state_dict().items()}
 
@@ -106,25 +106,25 @@ class CheckPoint:
         if flow.env.get_rank() == 0:
             try:
                 if path.exists() and not path.is_dir():
-                    error = f"cannot save the model to {name}: it is a file, not a folder"
+                    error = f"cannot save the model to {shown}: it is a file, not a folder"
                 else:
                     safe_files.replace_folder(path, write)
             except OSError as e:
-                error = f"cannot save the model to {name} ({e.strerror or e})"
+                error = f"cannot save the model to {shown} ({e.strerror or e})"
         if flow.env.get_world_size() > 1 and in_any_process(error is not None):
             # Every process stops: the others would otherwise go on to a step that waits for the first forever.
-            error = error or f"cannot save the model to {name}: the first process could not write it"
+            error = error or f"cannot save the model to {shown}: the first process could not write it"
         if error is not None:
             raise InputError(error)
 
     def load(self, path):
         """Load weights saved by save(), or the tutorial's checkpoint folder; return the training state saved with them, or None."""
-        name, path = os.fspath(path), Path(path)  # name as the user wrote it: ./lenet_models_1
+        shown, path = os.fspath(path), Path(path)  # shown as the user wrote it: ./lenet_models_1
         safe_files.recover_folder(path)  # a save that died in its last step may have left the model beside path
         if not path.is_dir():
-            raise InputError(f"no model at {name} (run lenet_train.py first)")
+            raise InputError(f"no model at {shown} (run lenet_train.py first)")
         if not (path / "pickled_data").exists() and not (path / "snapshot_done").exists():
-            raise InputError(f"no model at {name}: the folder has neither pickled_data nor snapshot_done")
+            raise InputError(f"no model at {shown}: the folder has neither pickled_data nor snapshot_done")
         try:
             model_folder.check_variables(path)
             if (path / "pickled_data").exists():
@@ -134,9 +134,9 @@ class CheckPoint:
             self.model.load_state_dict(state)
             return flow.load(str(path / TRAINING_STATE)) if (path / TRAINING_STATE).exists() else None
         except model_folder.Broken as e:
-            raise InputError(f"cannot load the model at {name}: {e}") from None
+            raise InputError(f"cannot load the model at {shown}: {e}") from None
         except Exception as e:  # flow.load and load_state_dict raise many kinds for a broken folder
-            raise InputError(f"cannot load the model at {name} ({one_line(e)})") from None
+            raise InputError(f"cannot load the model at {shown} ({one_line(e)})") from None
 
 
 def load_model(model_dir, device):
