@@ -95,13 +95,14 @@ sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
 import gpu_probe, lenet
 from fake_cuda import A100, FakeDriver
 gpu_probe.load_library = lambda: FakeDriver([A100])
-print("device", lenet.choose_device(sys.argv[1] or None)[0])
+print("device", lenet.choose_device(sys.argv[1] or None)[0], file=sys.stderr)
 for name in ("ONEFLOW_ENABLE_ONEDNN_OPTS", "ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS"):
-    print(name, os.environ.get(name))
+    print(name, os.environ.get(name), file=sys.stderr)
 graph = lenet.EvalGraph(lenet.LeNet())
 graph(lenet.flow.zeros(2, 1, 28, 28))
 ops = [op.user_conf for op in graph._full_job_proto.net.op if op.HasField("user_conf")]
-print("ops", [(op.op_type_name, sorted(op.input)) for op in ops if op.op_type_name in ("conv2d", "bias_add")])
+print("ops", [(op.op_type_name, sorted(op.input)) for op in ops if op.op_type_name in ("conv2d", "bias_add")],
+      file=sys.stderr)
 """
 UNFUSED = str([("conv2d", ["in", "weight"]), ("bias_add", ["a", "b"])] * 2)  # OneFlow's default: a bias_add each
 FUSED = str([("conv2d", ["bias", "in", "weight"])] * 2)
@@ -121,15 +122,15 @@ def test_the_graph_settings_are_set_for_the_cpu_alone_and_read_when_a_graph_is_b
     on a GPU never has them."""
     clean = {name: value for name, value in CLEAN_ENV.items()
              if name not in ("ONEFLOW_ENABLE_ONEDNN_OPTS", "ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS")}
-    # DNNL_VERBOSE=1: oneDNN prints a line on stdout for each primitive it runs.
+    # DNNL_VERBOSE=1: oneDNN prints a line on stdout for each primitive it runs, in blocks that can end mid-line,
+    # so the script's own lines go to stderr, one whole line a write.
     result = run([sys.executable, "-c", GRAPH, device], cwd=ROOT,
                  env={**clean, **env, "LENET_SCHEDULER_NICE": "0", "DNNL_VERBOSE": "1"})
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    values = dict(line.split(" ", 1) for line in lines if not line.startswith("dnnl_verbose,"))
-    onednn_binary = any(line.startswith("dnnl_verbose,exec,cpu,binary,") for line in lines)  # the bias adds
-    assert (values["device"], values["ONEFLOW_ENABLE_ONEDNN_OPTS"], values["ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS"],
-            values["ops"], onednn_binary) == expected
+    keys = ("device", "ONEFLOW_ENABLE_ONEDNN_OPTS", "ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS", "ops")
+    values = dict(line.split(" ", 1) for line in result.stderr.splitlines() if line.split(" ", 1)[0] in keys)
+    onednn_binary = any(line.startswith("dnnl_verbose,exec,cpu,binary,") for line in result.stdout.splitlines())
+    assert (*(values[key] for key in keys), onednn_binary) == expected  # the bias adds sent to oneDNN
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="threads are found through Linux's /proc")
