@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/onnx_speed.py            # about 4 minutes on 2 cores; on an idle machine
 
-Trains the model as `lenet_train.py --epochs 1 --data-dir ../shared/data/mnist-5k` does, exports it with
+Trains the model as `lenet_train.py --epochs 1 --data-dir data/mnist-5k` does, exports it with
 `lenet_export.py`, writes 100 of its test digits as PNG files, then runs each figure in fresh processes, the
 readers taking turns within each round:
 - cold start: `lenet_test.py` on 1 and on 100 of the files, with OneFlow and with `--onnx`, and docs/export.md's
@@ -34,8 +34,8 @@ REPO = HERE.parent
 MARK_START, MARK_END = "<!-- onnx:start -->", "<!-- onnx:end -->"
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--data-dir", default=str(REPO.parent / "shared/data/mnist-5k"),
-                    help="folder of the mnist.npz to train on and read (default: ../shared/data/mnist-5k)")
+parser.add_argument("--data-dir", default=str(REPO / "data/mnist-5k"),
+                    help="folder of the mnist.npz to train on and read (default: data/mnist-5k)")
 parser.add_argument("--runs", type=int, default=5, help="rounds of each figure; the table gives the median and range (default: 5)")
 parser.add_argument("--output", default=str(REPO / "BENCHMARKS.md"), help="Markdown file to write the table into (default: BENCHMARKS.md)")
 
