@@ -56,8 +56,8 @@ def check_output(output):
 
 def export_checked(model, images, output, opset_version, device):
     """Write model's EvalGraph to the ONNX file output, checked on images (N, 1, 28, 28) in onnxruntime at each of
-    BATCH_SIZES against OneFlow; return the largest difference of the logits. CheckFailed (and no file) above TOLERANCE."""
-    check_output(output)
+    BATCH_SIZES against OneFlow; return the largest difference of the logits. CheckFailed (and no file) above TOLERANCE.
+    main has checked output (check_output) before reading the model and the data."""
     differences = []
 
     def write(tmp):  # once the folder has taken a file
