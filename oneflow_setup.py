@@ -198,8 +198,9 @@ def on_cpu():
     # How much nicer than the rest of the process: the scheduler's spinning takes a core from the kernels; 10
     # nicer it runs when a core is free (not 19: as fast on an idle machine, and not slower than 0 when other jobs
     # hold every core). Relative, so that a process started with `nice` keeps its scheduler below the rest too.
-    nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + int(os.environ.get("LENET_SCHEDULER_NICE", "10")))
-    if nice == os.getpriority(os.PRIO_PROCESS, 0) or SCHEDULER_THREAD is not None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    nice = min(19, own + int(os.environ.get("LENET_SCHEDULER_NICE", "10")))
+    if nice == own or SCHEDULER_THREAD is not None:
         return
     tid = find_scheduler_thread()
     if tid is None:
