@@ -276,12 +276,18 @@ def to_numpy(tensor):
     return tensor.numpy()
 
 
+def gather(row):
+    """Every process's row (a 1-D array of the same size and dtype in each) under the launcher, stacked in rank order;
+    every process must call it (a collective)."""
+    processes = flow.env.get_world_size()
+    rows = np.zeros((processes, len(row)), row.dtype)
+    rows[flow.env.get_rank()] = row
+    return to_numpy(to_tensor(rows, flow.placement("cpu", ranks=list(range(processes)))))
+
+
 def in_any_process(flag):
     """Whether flag is true in any process under the launcher; every process must call it (a collective)."""
-    processes = flow.env.get_world_size()
-    flags = np.zeros(processes, np.float32)
-    flags[flow.env.get_rank()] = flag
-    return bool(to_numpy(to_tensor(flags, flow.placement("cpu", ranks=list(range(processes))))).any())
+    return bool(gather(np.float32([flag])).any())
 
 
 # ---------------------------------------------------------------------------------------------

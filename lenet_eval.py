@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 import lenet
+import multi_node
 from lenet import flow
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,14 +137,24 @@ def write(path, write_to):
 
 def main(argv=None):
     args = parser.parse_args(argv)
-    try:
+
+    def check():
+        """What this process will evaluate, read and checked before the first run (multi_node.agreed)."""
         device, description = lenet.choose_device(args.device)
-        print(f"device {description}")
-        model = lenet.load_model(args.model_dir, device)
+        model = lenet.LeNet()
+        lenet.CheckPoint(model).load(args.model_dir)  # placed once agreed: placing it on every process is a collective
         _, (test_images, test_labels), path, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
+        read = {"mnist.npz": multi_node.digest(test_images, test_labels),
+                "model folder": multi_node.digest(*(v.numpy() for v in model.state_dict().values()))}
+        return (device, description, model, test_images, test_labels, path, found), read
+
+    try:
+        device, description, model, test_images, test_labels, path, found = multi_node.agreed(
+            check, dict(batch_size=args.batch_size, device=args.device), "run the same command again on every node")
+        print(f"device {description}")
         if found:
             print(f"File mnist.npz already exist, path: {path}")
-        logits = lenet.predict(lenet.EvalGraph(model), test_images, args.batch_size, device)
+        logits = lenet.predict(lenet.EvalGraph(lenet.place(model, device)), test_images, args.batch_size, device)
         if flow.env.get_rank() != 0:
             return  # under the launcher, the first process alone reports
         report = make_report(test_labels, logits, args.model_dir, path)

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 import lenet
+import multi_node
 import oneflow_setup
 from lenet import flow
 from stop_request import StopRequest
@@ -74,16 +75,16 @@ def resume_state(training_state, model_dir, **flags):
 
 
 def train(check_point, train_data, test_data, device, epochs, batch_size, learning_rate, log_interval, seed,
-          model_dir, resume=False, max_steps=None, stop=None, metrics=None):
+          model_dir, state=None, max_steps=None, stop=None, metrics=None):
     """Train check_point.model, saving it with its training state to model_dir after every epoch; return per-epoch records.
 
-    With resume, continue from the state in model_dir. `stop` (a stop_request.StopRequest) ends training after the current
+    With state (the training state that check_point.load(model_dir) returned, after resume_state), continue from it.
+    `stop` (a stop_request.StopRequest) ends training after the current
     step by raising Interrupted. Each record is also written to the text file metrics, if given, as one JSON
     line when its epoch ends.
     """
     rng = np.random.default_rng(seed)  # shuffling and dropout; the same in every process
     flags = dict(batch_size=batch_size, learning_rate=learning_rate, seed=seed)
-    state = resume_state(check_point.load(model_dir), model_dir, **flags) if resume else None
     if state is None:
         check_point.init(seed)
     model, history = lenet.place(check_point.model, device), []
@@ -123,6 +124,9 @@ def train(check_point, train_data, test_data, device, epochs, batch_size, learni
         complete = images_seen == len(train_data[0])  # a --max-steps run may end within an epoch: not resumable
         check_point.save(model_dir, dict(epoch=epoch, step=step, rng=rng.bit_generator.state, flags=flags,
                                          optimizer=optimizer.state_dict()) if complete else None)
+        if complete:
+            multi_node.lost_node_hint(f"epoch {epoch}, the last complete one, is saved in {model_dir} on node 0: copy "
+                                      f"it to every node and run the same command there with --resume")
         history.append(dict(epoch=epoch, loss=mean_loss, accuracy=accuracy, images_per_second=images_seen / seconds))
         print(f"epoch {epoch} loss {mean_loss:.4f} test accuracy {accuracy:.1f}% images/s {images_seen / seconds:.0f}")
         if metrics is not None:
@@ -138,22 +142,38 @@ def main(argv=None):
         sys.stdout = open(os.devnull, "w")  # under the launcher, the first process alone prints the log
     stop = StopRequest(at_once=flow.env.get_world_size() > 1)
     stop.install()
-    try:
+    check_point = lenet.CheckPoint(lenet.LeNet())
+    flags = dict(batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed)
+
+    def check():
+        """What this process will train with, read and checked before the first step (multi_node.agreed)."""
         device, description = lenet.choose_device(args.device)
-        print(f"device {description}")
         train_data, test_data, path, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
-        if found:
-            print(f"File mnist.npz already exist, path: {path}")
-        metrics_file = contextlib.nullcontext()  # gives None: no metrics written
+        read = {"mnist.npz": multi_node.digest(*train_data, *test_data)}
+        state = None
+        if args.resume:
+            state = resume_state(check_point.load(args.model_dir), args.model_dir, **flags)
+            read["model folder"] = multi_node.digest(*(v.numpy() for v in check_point.model.state_dict().values()))
+        metrics = None
         if args.metrics and flow.env.get_rank() == 0:
             try:
-                metrics_file = open(args.metrics, "a" if args.resume else "w")
+                metrics = open(args.metrics, "a" if args.resume else "w")
             except OSError as e:
                 raise lenet.InputError(f"cannot write {args.metrics} ({e.strerror or e})") from None
-        with metrics_file as metrics:
-            history = train(lenet.CheckPoint(lenet.LeNet()), train_data, test_data, device, args.epochs,
-                            args.batch_size, args.learning_rate, args.log_interval, args.seed, args.model_dir,
-                            args.resume, args.max_steps, stop, metrics)
+        return (device, description, train_data, test_data, path, found, state, metrics), read
+
+    try:
+        # Every flag but the paths, which may differ from node to node, must be the same in every process.
+        same = {name: value for name, value in vars(args).items() if name not in ("data_dir", "model_dir", "metrics")}
+        device, description, train_data, test_data, path, found, state, metrics = multi_node.agreed(
+            check, same, "nothing is saved yet, as no epoch was complete: run the same command again on every node")
+        print(f"device {description}")
+        if found:
+            print(f"File mnist.npz already exist, path: {path}")
+        with metrics if metrics is not None else contextlib.nullcontext():
+            history = train(check_point, train_data, test_data, device, args.epochs, args.batch_size,
+                            args.learning_rate, args.log_interval, args.seed, args.model_dir, state, args.max_steps,
+                            stop, metrics)
     except lenet.InputError as e:
         sys.exit(f"error: {e}")
     except Interrupted as e:

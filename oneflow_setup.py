@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import watchdog
+
 SPEEDUPS = os.environ.get("LENET_SPEEDUPS", "1") != "0"
 
 
@@ -147,7 +149,15 @@ if SPEEDUPS:
 os.environ.setdefault("GLOG_minloglevel", "3")
 # Linux lists a process's threads here; OneFlow's scheduler is one of those its import starts.
 _THREADS_BEFORE = set(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
-import_oneflow_quietly()
+if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under the launcher, the import waits for every process to join
+    with watchdog.deadline(
+            f"error: rank {os.environ.get('RANK')}: not all {os.environ['WORLD_SIZE']} processes met at "
+            f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} within {watchdog.SECONDS:g} s; start "
+            f"the launcher on every node with the same --nnodes, --nproc_per_node, --master_addr and --master_port "
+            f"(LENET_NODE_TIMEOUT sets the wait)"):
+        import_oneflow_quietly()
+else:
+    import_oneflow_quietly()
 _THREADS_OF_ONEFLOW = set(os.listdir("/proc/self/task")) - _THREADS_BEFORE if _THREADS_BEFORE is not None else set()
 
 import oneflow as flow  # noqa: E402  (imported above, after the settings)

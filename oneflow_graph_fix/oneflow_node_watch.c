@@ -1,0 +1,156 @@
+/* What a process under OneFlow's launcher needs when another node fails, which Python cannot do inside OneFlow 0.9:
+   a deadline for OneFlow's waits on the other nodes (watchdog.py), and the line that names a lost node (multi_node.py).
+
+   Deadlines. While OneFlow waits for the other processes, at `import oneflow` or in a collective, it holds Python's
+   GIL, so no Python thread can run to end the wait. A thread of this library waits for the deadline instead, and
+   past it writes the line it was given and ends the process (_exit(1)).
+
+   The line for a lost node: which node was lost, and how to resume. multi_node.py sets a line for each node's address.
+
+   When a process dies, the others' TCP connections to it break, and the first OneFlow thread to notice ends its
+   process with a glog FATAL (comm_network/epoll/io_event_poller.cpp's EPOLLERR check, or the heartbeat of
+   control/ctrl_client.cpp): glog prints OneFlow's message and its stack, then calls abort(). That happens inside
+   OneFlow, which no Python code can catch, so this library's SIGABRT handler writes the line: it looks for a TCP
+   connection whose other end is gone (POLLHUP, POLLRDHUP or POLLERR at once) and writes the line set for that end's
+   IPv4 address. A connection reset by its peer no longer has one (getpeername fails), so the addresses are taken
+   beforehand, from the connections open when the lines are set: OneFlow opens them all when the launcher's processes
+   meet, at `import oneflow`. An abort with no such connection (some other FATAL) writes nothing. Everything the
+   handler calls is async-signal-safe: poll and write. */
+#define _GNU_SOURCE
+#include <Python.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define NODES 256
+#define LINE 1024
+#define FDS 4096 /* descriptors looked at: a process of this job has a few hundred */
+
+static struct {
+  in_addr_t address;
+  char lines[2][LINE]; /* the handler reads lines[current] while a new line is written to the other */
+  atomic_int current;
+} nodes[NODES];
+static atomic_int count;
+static short owners[2][FDS]; /* 1 + the index in nodes of each descriptor's other end, or 0; the same two-copy way */
+static atomic_int owners_current;
+
+static void on_abort(int signum) {
+  (void)signum;
+  const short *owner = owners[atomic_load(&owners_current)];
+  for (int fd = 0; fd < FDS; fd++) {
+    if (owner[fd] == 0) continue;
+    struct pollfd gone = {.fd = fd, .events = POLLRDHUP};
+    if (poll(&gone, 1, 0) != 1 || !(gone.revents & (POLLHUP | POLLRDHUP | POLLERR))) continue;
+    const char *line = nodes[owner[fd] - 1].lines[atomic_load(&nodes[owner[fd] - 1].current)];
+    if (write(STDERR_FILENO, line, strlen(line)) < 0) return;
+    return; /* abort() then ends the process */
+  }
+}
+
+/* Take the other end of each open TCP connection, for on_abort. */
+static void take_owners(void) {
+  int next = 1 - atomic_load(&owners_current);
+  for (int fd = 0; fd < FDS; fd++) {
+    struct sockaddr_in peer;
+    socklen_t size = sizeof peer;
+    owners[next][fd] = 0;
+    if (getpeername(fd, (struct sockaddr *)&peer, &size) != 0 || peer.sin_family != AF_INET) continue;
+    for (int i = 0; i < atomic_load(&count); i++)
+      if (nodes[i].address == peer.sin_addr.s_addr) owners[next][fd] = (short)(i + 1);
+  }
+  atomic_store(&owners_current, next);
+}
+
+/* Set the line (ending in a newline) written when a connection to address (dotted IPv4) breaks, replacing the one
+   set before, and take the connections open now; the first call installs the handler. Returns 0, or -1 for a bad
+   address, too many nodes or too long a line. Called from one thread at a time. */
+int oneflow_lost_node_line(const char *address, const char *line) {
+  struct in_addr parsed;
+  if (inet_pton(AF_INET, address, &parsed) != 1 || strlen(line) >= LINE) return -1;
+  int i = 0, known = atomic_load(&count);
+  while (i < known && nodes[i].address != parsed.s_addr) i++;
+  if (i == NODES) return -1;
+  int next = i < known ? 1 - atomic_load(&nodes[i].current) : 0;
+  strcpy(nodes[i].lines[next], line);
+  nodes[i].address = parsed.s_addr;
+  atomic_store(&nodes[i].current, next);
+  if (i == known) atomic_store(&count, known + 1);
+  take_owners();
+  if (known == 0) {
+    struct sigaction action = {.sa_handler = on_abort, .sa_flags = SA_RESETHAND};
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGABRT, &action, NULL);
+  }
+  return 0;
+}
+
+static pthread_mutex_t deadline_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t deadline_changed;
+static pthread_once_t deadline_once = PTHREAD_ONCE_INIT;
+static pthread_t deadline_thread;
+static int deadline_running, deadline_met;
+static struct timespec deadline_at; /* CLOCK_MONOTONIC */
+static char deadline_line[LINE];
+
+static void deadline_init(void) {
+  pthread_condattr_t attributes;
+  pthread_condattr_init(&attributes);
+  pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+  pthread_cond_init(&deadline_changed, &attributes);
+}
+
+static void *watch_deadline(void *unused) {
+  (void)unused;
+  pthread_mutex_lock(&deadline_lock);
+  while (!deadline_met) {
+    if (pthread_cond_timedwait(&deadline_changed, &deadline_lock, &deadline_at) == ETIMEDOUT && !deadline_met) {
+      if (write(STDERR_FILENO, deadline_line, strlen(deadline_line)) < 0) _exit(1);
+      _exit(1);
+    }
+  }
+  pthread_mutex_unlock(&deadline_lock);
+  return NULL;
+}
+
+/* Start a deadline: unless oneflow_deadline_end() is called within seconds, write line (ending in a newline) and
+   exit 1. One deadline at a time, from one thread. Returns 0, or -1 if one is running already, the line is too long
+   or no thread could be started. */
+int oneflow_deadline_start(double seconds, const char *line) {
+  pthread_once(&deadline_once, deadline_init);
+  if (deadline_running || strlen(line) >= LINE) return -1;
+  clock_gettime(CLOCK_MONOTONIC, &deadline_at);
+  long nanoseconds = deadline_at.tv_nsec + (long)((seconds - (double)(time_t)seconds) * 1e9);
+  deadline_at.tv_sec += (time_t)seconds + nanoseconds / 1000000000L;
+  deadline_at.tv_nsec = nanoseconds % 1000000000L;
+  strcpy(deadline_line, line);
+  deadline_met = 0;
+  if (pthread_create(&deadline_thread, NULL, watch_deadline, NULL) != 0) return -1;
+  deadline_running = 1;
+  return 0;
+}
+
+/* End the running deadline: the wait it bounded is over. */
+void oneflow_deadline_end(void) {
+  if (!deadline_running) return;
+  pthread_mutex_lock(&deadline_lock);
+  deadline_met = 1;
+  pthread_cond_signal(&deadline_changed);
+  pthread_mutex_unlock(&deadline_lock);
+  pthread_join(deadline_thread, NULL);
+  deadline_running = 0;
+}
+
+/* A module with nothing in it, so that pip can build and install this file as an extension; ctypes loads it. */
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "oneflow_node_watch",
+                                    "Deadlines and the lost-node line: see oneflow_node_watch.c.", -1, NULL};
+
+PyMODINIT_FUNC PyInit_oneflow_node_watch(void) { return PyModule_Create(&module); }
