@@ -5,6 +5,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -88,6 +89,17 @@ class Lines:
                             f"{''.join(self.lines)}")
             return self.lines[index].rstrip("\n")
 
+    def starting(self, prefix, timeout=DEADLINE):
+        """The first line that starts with prefix (without its newline), once read; fails if the stream ends first or
+        time runs out."""
+        with self.changed:
+            found = lambda: next((line for line in self.lines if line.startswith(prefix)), None)  # noqa: E731
+            self.changed.wait_for(lambda: found() is not None or self.ended, timeout)
+            if found() is None:
+                pytest.fail(f"no line starting {prefix!r} ({'the stream ended' if self.ended else f'{timeout} s passed'}):\n"
+                            f"{''.join(self.lines)}")
+            return found().rstrip("\n")
+
     def text(self, timeout=DEADLINE):
         """Everything read, once the stream has ended (its process has exited)."""
         with self.changed:
@@ -120,6 +132,25 @@ def run(command, cwd, env=None, timeout=DEADLINE):
 def run_script(script, *args, cwd, env=None):
     """Run one of the project's scripts as a user would; return the CompletedProcess (text, both streams)."""
     return run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, env=env)
+
+
+def launcher(script, *args, processes=2):
+    """The command that runs script (a path) with args under `python -m oneflow.distributed.launch`, on a free port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(processes), "--master_port",
+            str(port), str(script), *map(str, args)]
+
+
+def launch(script, *args, cwd, processes=2):
+    """Run the project's script under OneFlow's launcher; return the CompletedProcess. Its processes are ended
+    with the launcher, whatever happens."""
+    for _ in range(5):  # a free port is only free when asked: another run of the tests may take it first
+        result = run(launcher(ROOT / script, *args, processes=processes), cwd=cwd)
+        if "Address already in use" not in result.stderr:
+            return result
+    return result
 
 
 @pytest.fixture

@@ -3,33 +3,12 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
-import sys
 
 import numpy as np
 
-from conftest import (CLEAN_ENV, MNIST_ACCURACY, ROOT, TRAIN_FLAGS, Lines, in_mount_namespace, initialised, run,
-                      run_script, started, wait, weights)
-
-
-def launcher(script, *args, processes=2):
-    """The command that runs script (a path) with args under `python -m oneflow.distributed.launch`, on a free port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return [sys.executable, "-m", "oneflow.distributed.launch", "--nproc_per_node", str(processes), "--master_port",
-            str(port), str(script), *map(str, args)]
-
-
-def launch(script, *args, cwd, processes=2):
-    """Run the project's script under OneFlow's launcher; return the CompletedProcess. Its processes are ended
-    with the launcher, whatever happens."""
-    for _ in range(5):  # a free port is only free when asked: another run of the tests may take it first
-        result = run(launcher(ROOT / script, *args, processes=processes), cwd=cwd)
-        if "Address already in use" not in result.stderr:
-            return result
-    return result
+from conftest import (CLEAN_ENV, MNIST_ACCURACY, ROOT, TRAIN_FLAGS, Lines, in_mount_namespace, initialised, launch,
+                      launcher, run, run_script, started, wait, weights)
 
 
 def test_one_step_in_two_processes_equals_one_step_in_one(data_dir):

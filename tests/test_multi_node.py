@@ -1,0 +1,233 @@
+"""Two nodes under OneFlow's launcher (--nnodes 2), each in a network namespace of its own standing in for a machine:
+a veth pair between them, one address each, and each node's files in a folder of its own."""
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import lenet
+from conftest import CLEAN_ENV, ROOT, Lines, launch, run_script, started, weights
+
+SUBNET = "10.201.7"  # a private /24, seen only inside the two namespaces
+PORT = 29500  # free: each namespace has ports of its own
+STATED = 60  # seconds within which every process ends after a fault (docs/distributed.md says so)
+FLAGS = ["--batch-size", 50, "--seed", 5, "--device", "cpu"]  # 20 steps an epoch on the fixture
+
+
+def ip(*args):
+    """Run `ip args`; return its CompletedProcess (text)."""
+    return subprocess.run(["ip", *map(str, args)], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def network():
+    """Two network namespaces joined by a veth pair, node 0 at SUBNET.1 and node 1 at SUBNET.2: [(namespace,
+    address)] for node 0 and 1. Made by the test and removed after it; skips where this machine cannot make them."""
+    names = [f"lenet{os.getpid()}n{node}" for node in (0, 1)]
+    if shutil.which("ip") is None:
+        pytest.skip("no `ip` command (iproute2) to make network namespaces with")
+    made = ip("netns", "add", names[0])
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a network namespace here (needs root or CAP_NET_ADMIN): {made.stderr.strip()}")
+    try:
+        steps = [("netns", "add", names[1]),
+                 ("link", "add", "veth0", "netns", names[0], "type", "veth", "peer", "name", "veth1", "netns", names[1])]
+        for node, name in enumerate(names):
+            steps += [("-n", name, "addr", "add", f"{SUBNET}.{node + 1}/24", "dev", f"veth{node}"),
+                      ("-n", name, "link", "set", f"veth{node}", "up"), ("-n", name, "link", "set", "lo", "up")]
+        for step in steps:
+            done = ip(*step)
+            assert done.returncode == 0, f"ip {' '.join(step)}: {done.stderr}"
+        yield [(name, f"{SUBNET}.{node + 1}") for node, name in enumerate(names)]
+    finally:
+        for name in names:  # removing a namespace removes its end of the veth pair, and so the pair
+            ip("netns", "del", name)
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Node 0's and node 1's working folders, each with the fixture as mnist.npz."""
+    made = []
+    for node in (0, 1):
+        made.append(tmp_path / f"node{node}")
+        made[-1].mkdir()
+        shutil.copy(ROOT / "tests" / "data" / "mnist.npz", made[-1] / "mnist.npz")
+    return made
+
+
+def node_command(network, node, script, args, master=None):
+    """The launcher's command for node (0 or 1) of two, one process each, run in that node's namespace."""
+    return ["ip", "netns", "exec", network[node][0], sys.executable, "-m", "oneflow.distributed.launch", "--nnodes", "2",
+            "--node_rank", str(node), "--nproc_per_node", "1", "--master_addr", master or network[0][1],
+            "--master_port", str(PORT), str(ROOT / script), *map(str, args)]
+
+
+@contextlib.contextmanager
+def nodes_started(network, folders, args, script="lenet_train.py", env=None, master=None):
+    """Both nodes' launchers started, node i with args[i]: yields [(process, stdout Lines, stderr Lines)] for node 0
+    and 1; both are killed (with their processes) when the block ends."""
+    with contextlib.ExitStack() as stack:
+        nodes = []
+        for node in (0, 1):
+            process = stack.enter_context(started(
+                node_command(network, node, script, args[node], master if node == 1 else None), cwd=folders[node],
+                env={**CLEAN_ENV, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True))
+            nodes.append((process, Lines(process.stdout), Lines(process.stderr)))
+        yield nodes
+
+
+def ended_by(nodes, deadline):
+    """Wait until each node's launcher has exited, and fail unless all have by deadline (time.monotonic());
+    return [(status, stdout, stderr)] for node 0 and 1."""
+    for node, (process, _, _) in enumerate(nodes):
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"node {node} was still running {STATED} s after the fault:\n{nodes[node][2].text(0)}")
+    return [(process.returncode, stdout.text(), stderr.text()) for process, stdout, stderr in nodes]
+
+
+def run_nodes(network, folders, args, **kwargs):
+    """Run both nodes to their end; return [(status, stdout, stderr)] for node 0 and 1."""
+    with nodes_started(network, folders, args, **kwargs) as nodes:
+        return ended_by(nodes, time.monotonic() + 600)
+
+
+def errors(stderr):
+    """Our one-line reasons in a node's stderr: its lines that start with "error: "."""
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def epoch_losses(metrics):
+    """The mean loss of each epoch in a --metrics file."""
+    return [json.loads(line)["loss"] for line in metrics.read_text().splitlines()]
+
+
+def test_two_nodes_train_as_two_processes_of_one_machine_do(network, folders, tmp_path):
+    flags = [*FLAGS, "--epochs", 2, "--metrics", "metrics.jsonl"]
+    one_machine = tmp_path / "one"
+    one_machine.mkdir()
+    shutil.copy(folders[0] / "mnist.npz", one_machine)
+    alone = launch("lenet_train.py", *flags, cwd=one_machine)
+    assert alone.returncode == 0, alone.stderr
+
+    (status0, out0, err0), (status1, out1, err1) = run_nodes(network, folders, [flags, flags])
+    assert status0 == 0 and status1 == 0, err0 + err1
+    assert out0.splitlines()[0] == "device cpu x 2 processes (data-parallel)"
+    assert out0.splitlines()[-1] == "model saved to ./lenet_models_1" and out1 == ""
+    # Node 0 alone writes; node 1 reads its own mnist.npz and writes nothing.
+    assert sorted(os.listdir(folders[0])) == ["lenet_models_1", "metrics.jsonl", "mnist.npz"]
+    assert os.listdir(folders[1]) == ["mnist.npz"]
+    two_nodes, two_processes = epoch_losses(folders[0] / "metrics.jsonl"), epoch_losses(one_machine / "metrics.jsonl")
+    assert len(two_nodes) == 2 and np.abs(np.subtract(two_nodes, two_processes)).max() < 1e-6, (two_nodes, two_processes)
+    a, b = weights(folders[0] / "lenet_models_1"), weights(one_machine / "lenet_models_1")  # loads in this process
+    for name in a:
+        assert np.abs(a[name] - b[name]).max() < 1e-6, name
+
+    # Evaluated across both nodes, each with its own copy of the model, as one process evaluates it.
+    shutil.copytree(folders[0] / "lenet_models_1", folders[1] / "lenet_models_1")
+    single = run_script("lenet_eval.py", cwd=folders[0])
+    assert single.returncode == 0, single.stderr
+    (status0, out0, err0), (status1, out1, err1) = run_nodes(network, folders, [["--device", "cpu"]] * 2,
+                                                             script="lenet_eval.py")
+    assert status0 == 0 and status1 == 0, err0 + err1
+    assert out0.splitlines()[-1] == single.stdout.splitlines()[-1]
+    assert out0.splitlines()[-1].startswith("accuracy: ")
+
+
+def trained_one_epoch(folder):
+    """Train one epoch in folder (lenet_models_1, with its training state) in one process."""
+    result = run_script("lenet_train.py", *FLAGS, "--epochs", 1, cwd=folder)
+    assert result.returncode == 0, result.stderr
+
+
+def no_data(folders):
+    os.remove(folders[1] / "mnist.npz")  # and the namespace has no way out to download it
+
+
+def no_model_to_resume(folders):
+    trained_one_epoch(folders[0])
+
+
+@pytest.mark.parametrize("fault, flags, line", [
+    (no_data, ([], []), "error: node 1: could not download "),
+    (no_model_to_resume, (["--resume"], ["--resume"]), "error: node 1: no model at ./lenet_models_1 (run lenet_train.py first)"),
+    (None, ([], ["--batch-size", 100]), "error: node 1 was given --batch-size 100, node 0 --batch-size 50: give every node the same"),
+])
+def test_a_problem_on_one_node_found_before_the_first_step_ends_every_node_with_its_line(network, folders, fault,
+                                                                                         flags, line):
+    if fault is not None:
+        fault(folders)
+    saved = weights(folders[0] / "lenet_models_1") if fault is no_model_to_resume else None
+    args = [[*FLAGS, "--epochs", 2, *node_flags] for node_flags in flags]  # a flag given twice: the last counts
+    with nodes_started(network, folders, args) as nodes:
+        results = ended_by(nodes, time.monotonic() + STATED)
+    for status, stdout, stderr in results:
+        assert status == 1, stderr  # the launcher's status when its process exits 1
+        assert len(errors(stderr)) == 1 and errors(stderr)[0].startswith(line), stderr
+        assert "Traceback" not in stderr.split("error: ")[0]  # no traceback of ours before the line (the launcher's follows)
+        assert "lenet_train.py\", line" not in stderr and "multi_node.py\", line" not in stderr
+        assert "epoch 1" not in stdout  # stopped before the first step
+    if saved is not None:  # node 0's model is untouched and still resumes
+        after = weights(folders[0] / "lenet_models_1")
+        assert all(np.array_equal(saved[name], after[name]) for name in saved)
+        resumed = run_script("lenet_train.py", *FLAGS, "--epochs", 2, "--resume", cwd=folders[0])
+        assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_node_that_never_joins_ends_every_node_after_the_timeout(network, folders):
+    wrong = f"{SUBNET}.9"  # node 1 looks for the first node where there is none
+    start = time.monotonic()
+    with nodes_started(network, folders, [[*FLAGS, "--epochs", 2]] * 2, env={"LENET_NODE_TIMEOUT": "20"},
+                       master=wrong) as nodes:
+        results = ended_by(nodes, start + STATED)
+    for node, (status, stdout, stderr) in enumerate(results):
+        master = wrong if node == 1 else network[0][1]
+        assert status == 1, stderr
+        assert errors(stderr) == [f"error: rank {node}: not all 2 processes met at {master}:{PORT} within 20 s; start the "
+                                  f"launcher on every node with the same --nnodes, --nproc_per_node, --master_addr and "
+                                  f"--master_port (LENET_NODE_TIMEOUT sets the wait)"], stderr
+        assert "epoch 1" not in stdout
+
+
+def training_process(launcher):
+    """The pid of the training process that the launcher (a Popen) started."""
+    with open(f"/proc/{launcher.pid}/task/{launcher.pid}/children") as f:
+        return int(f.read().split()[0])
+
+
+@pytest.mark.parametrize("killed", [0, 1])
+def test_a_training_process_killed_mid_epoch_ends_every_node_and_the_last_epoch_resumes(network, folders, killed):
+    survivor = 1 - killed
+    with nodes_started(network, folders, [[*FLAGS, "--epochs", 20]] * 2) as nodes:
+        nodes[0][1].starting("epoch 2 loss ")  # printed once epoch 2 is saved: the processes are in epoch 3
+        os.kill(training_process(nodes[killed][0]), signal.SIGKILL)
+        results = ended_by(nodes, time.monotonic() + STATED)
+    assert results[killed][0] == 1 and "died with <Signals.SIGKILL: 9>" in results[killed][2]
+    status, _, stderr = results[survivor]
+    assert status == 1
+    # OneFlow aborts (a glog FATAL and its stack); the line after them says which node was lost and how to go on.
+    assert len(errors(stderr)) == 1, stderr
+    prefix = f"error: node {survivor} (rank {survivor}): lost node {killed} ({network[killed][1]}); epoch "
+    line = errors(stderr)[0]
+    assert line.startswith(prefix), stderr
+    epoch = int(line[len(prefix):].split(",")[0])
+    assert line == (f"{prefix}{epoch}, the last complete one, is saved in ./lenet_models_1 on node 0: copy it to every "
+                    f"node and run the same command there with --resume")
+    assert epoch >= 2
+    assert lenet.CheckPoint(lenet.LeNet()).load(folders[0] / "lenet_models_1")["epoch"] == epoch  # loads, at that epoch
+
+    # As the line says: node 0's model copied to node 1, and the same command with --resume.
+    shutil.copytree(folders[0] / "lenet_models_1", folders[1] / "lenet_models_1")
+    resumed = run_nodes(network, folders, [[*FLAGS, "--epochs", epoch + 1, "--resume"]] * 2)
+    assert [status for status, _, _ in resumed] == [0, 0], resumed[0][2] + resumed[1][2]
+    assert [line.split(" loss")[0] for line in resumed[0][1].splitlines() if "test accuracy" in line] == [f"epoch {epoch + 1}"]
+
