@@ -157,9 +157,17 @@ def no_model_to_resume(folders):
     trained_one_epoch(folders[0])
 
 
+def other_data(folders):
+    with np.load(folders[1] / "mnist.npz") as npz:
+        arrays = dict(npz)
+    arrays["y_train"][0] = (arrays["y_train"][0] + 1) % 10  # one label of 1,200 changed
+    np.savez(folders[1] / "mnist.npz", **arrays)
+
+
 @pytest.mark.parametrize("fault, flags, line", [
     (no_data, ([], []), "error: node 1: could not download "),
     (no_model_to_resume, (["--resume"], ["--resume"]), "error: node 1: no model at ./lenet_models_1 (run lenet_train.py first)"),
+    (other_data, ([], []), "error: node 1's mnist.npz differs from node 0's: copy node 0's to every node"),
     (None, ([], ["--batch-size", 100]), "error: node 1 was given --batch-size 100, node 0 --batch-size 50: give every node the same"),
 ])
 def test_a_problem_on_one_node_found_before_the_first_step_ends_every_node_with_its_line(network, folders, fault,
