@@ -150,7 +150,7 @@ def main(argv=None):
 
     try:
         device, description, model, test_images, test_labels, path, found = multi_node.agreed(
-            check, dict(batch_size=args.batch_size, device=args.device), "run the same command again on every node")
+            check, dict(batch_size=args.batch_size, device=args.device))
         print(f"device {description}")
         if found:
             print(f"File mnist.npz already exist, path: {path}")

@@ -74,6 +74,12 @@ def resume_state(training_state, model_dir, **flags):
     return training_state
 
 
+def resume_hint(epoch, model_dir):
+    """How to go on from epoch, saved in model_dir, after a node is lost: multi_node.lost_node_hint."""
+    return (f"epoch {epoch}, the last complete one, is saved in {model_dir} on node 0: copy it to every node and run "
+            f"the same command there with --resume")
+
+
 def train(check_point, train_data, test_data, device, epochs, batch_size, learning_rate, log_interval, seed,
           model_dir, state=None, max_steps=None, stop=None, metrics=None):
     """Train check_point.model, saving it with its training state to model_dir after every epoch; return per-epoch records.
@@ -94,6 +100,7 @@ def train(check_point, train_data, test_data, device, epochs, batch_size, learni
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         done_epochs, step = state["epoch"], state["step"]
+        multi_node.lost_node_hint(resume_hint(done_epochs, model_dir))
     graph, eval_graph = TrainGraph(model, optimizer), lenet.EvalGraph(model)
     steps_per_epoch = -(-len(train_data[0]) // batch_size)
     for epoch in range(done_epochs + 1, epochs + 1):
@@ -125,8 +132,7 @@ def train(check_point, train_data, test_data, device, epochs, batch_size, learni
         check_point.save(model_dir, dict(epoch=epoch, step=step, rng=rng.bit_generator.state, flags=flags,
                                          optimizer=optimizer.state_dict()) if complete else None)
         if complete:
-            multi_node.lost_node_hint(f"epoch {epoch}, the last complete one, is saved in {model_dir} on node 0: copy "
-                                      f"it to every node and run the same command there with --resume")
+            multi_node.lost_node_hint(resume_hint(epoch, model_dir))
         history.append(dict(epoch=epoch, loss=mean_loss, accuracy=accuracy, images_per_second=images_seen / seconds))
         print(f"epoch {epoch} loss {mean_loss:.4f} test accuracy {accuracy:.1f}% images/s {images_seen / seconds:.0f}")
         if metrics is not None:
@@ -165,8 +171,7 @@ def main(argv=None):
     try:
         # Every flag but the paths, which may differ from node to node, must be the same in every process.
         same = {name: value for name, value in vars(args).items() if name not in ("data_dir", "model_dir", "metrics")}
-        device, description, train_data, test_data, path, found, state, metrics = multi_node.agreed(
-            check, same, "nothing is saved yet, as no epoch was complete: run the same command again on every node")
+        device, description, train_data, test_data, path, found, state, metrics = multi_node.agreed(check, same)
         print(f"device {description}")
         if found:
             print(f"File mnist.npz already exist, path: {path}")

@@ -35,10 +35,14 @@ def digest(*arrays):
 
 
 def own_address():
-    """The IPv4 address by which this process reaches the first node (MASTER_ADDR): the one the other nodes see."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect((os.environ.get("MASTER_ADDR", "127.0.0.1"), 9))  # a UDP connect sends nothing
-        return s.getsockname()[0]
+    """The IPv4 address by which this process reaches the first node (MASTER_ADDR): the one the other nodes see; None
+    where there is none (an IPv6 network)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((os.environ.get("MASTER_ADDR", "127.0.0.1"), 9))  # a UDP connect sends nothing
+            return s.getsockname()[0]
+    except OSError:
+        return None
 
 
 def node_of(rank, reports):
@@ -73,14 +77,14 @@ def flags_text(flags, names):
                     for name, value in ((name, flags[name]) for name in names))
 
 
-def agreed(check, flags, hint):
+def agreed(check, flags):
     """Return check()'s result once every process under the launcher has passed its checks, and they agree.
 
     check() returns (result, read), read being {what: digest(...)} of each thing it read (mnist.npz, a model folder),
     which must be the same in every process; so must flags ({argparse dest: value}). If a check fails anywhere (an
     InputError) or something differs, every process stops: the first process of each node raises InputError with one
     line naming the node and the reason, the others exit 1 without a word (their node's first says it). In one
-    process, check() alone runs. hint says how to run again if a node is lost later (lost_node_hint).
+    process, check() alone runs.
     """
     global WATCHING, NODE
     if flow.env.get_world_size() == 1:
@@ -104,15 +108,16 @@ def agreed(check, flags, hint):
         raise lenet.InputError("; ".join(found))
     WATCHING, NODE = True, node_of(rank, reports)
     for other, report in enumerate(reports):
-        nodes = NODES.setdefault(report["address"], [])
+        nodes = NODES.setdefault(report["address"], []) if report["address"] is not None else []
         nodes += [node_of(other, reports)] if node_of(other, reports) not in nodes else []
-    lost_node_hint(hint)
+    lost_node_hint("run the same command again on every node")
     return result
 
 
 def lost_node_hint(hint):
     """Set what this process prints if OneFlow aborts because a process of another node is gone: which node, and
-    hint (how to go on). oneflow_node_watch.c writes it; nothing to do in one process."""
+    hint (how to go on; "run the same command again on every node" until set). oneflow_node_watch.c writes it;
+    nothing to do in one process."""
     if not WATCHING:
         return
     for address, nodes in NODES.items():

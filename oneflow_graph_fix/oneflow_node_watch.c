@@ -13,9 +13,9 @@
    OneFlow, which no Python code can catch, so this library's SIGABRT handler writes the line: it looks for a TCP
    connection whose other end is gone (POLLHUP, POLLRDHUP or POLLERR at once) and writes the line set for that end's
    IPv4 address. A connection reset by its peer no longer has one (getpeername fails), so the addresses are taken
-   beforehand, from the connections open when the lines are set: OneFlow opens them all when the launcher's processes
-   meet, at `import oneflow`. An abort with no such connection (some other FATAL) writes nothing. Everything the
-   handler calls is async-signal-safe: poll and write. */
+   beforehand, from the connections open when the lines are set: multi_node.py sets them once the processes have
+   agreed, in a collective that runs over OneFlow's connections. An abort with no such connection (some other FATAL)
+   writes nothing. Everything the handler calls is async-signal-safe: poll, strlen and write. */
 #define _GNU_SOURCE
 #include <Python.h>
 #include <arpa/inet.h>

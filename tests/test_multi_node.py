@@ -31,6 +31,7 @@ def network():
     """Two network namespaces joined by a veth pair, node 0 at SUBNET.1 and node 1 at SUBNET.2: [(namespace,
     address)] for node 0 and 1. Made by the test and removed after it; skips where this machine cannot make them."""
     names = [f"lenet{os.getpid()}n{node}" for node in (0, 1)]
+    links = [f"lv{os.getpid()}n{node}" for node in (0, 1)]  # unique too, in case the kernel makes them here first
     if shutil.which("ip") is None:
         pytest.skip("no `ip` command (iproute2) to make network namespaces with")
     made = ip("netns", "add", names[0])
@@ -38,10 +39,10 @@ def network():
         pytest.skip(f"cannot make a network namespace here (needs root or CAP_NET_ADMIN): {made.stderr.strip()}")
     try:
         steps = [("netns", "add", names[1]),
-                 ("link", "add", "veth0", "netns", names[0], "type", "veth", "peer", "name", "veth1", "netns", names[1])]
+                 ("link", "add", links[0], "netns", names[0], "type", "veth", "peer", "name", links[1], "netns", names[1])]
         for node, name in enumerate(names):
-            steps += [("-n", name, "addr", "add", f"{SUBNET}.{node + 1}/24", "dev", f"veth{node}"),
-                      ("-n", name, "link", "set", f"veth{node}", "up"), ("-n", name, "link", "set", "lo", "up")]
+            steps += [("-n", name, "addr", "add", f"{SUBNET}.{node + 1}/24", "dev", links[node]),
+                      ("-n", name, "link", "set", links[node], "up"), ("-n", name, "link", "set", "lo", "up")]
         for step in steps:
             done = ip(*step)
             assert done.returncode == 0, f"ip {' '.join(step)}: {done.stderr}"
