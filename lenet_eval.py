@@ -5,6 +5,7 @@
 """
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -137,6 +138,8 @@ def write(path, write_to):
 
 def main(argv=None):
     args = parser.parse_args(argv)
+    if flow.env.get_rank() != 0:
+        sys.stdout = open(os.devnull, "w")  # under the launcher, the first process alone prints
 
     def check():
         """What this process will evaluate, read and checked before the first run (multi_node.agreed)."""

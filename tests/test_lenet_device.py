@@ -7,11 +7,13 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 import gpu_probe
 import lenet
 import lenet_eval
+import multi_node
 import oneflow_setup
 from conftest import FIXTURE, run_script
 from fake_cuda import A100, B200, H200, L4, M60, FakeDriver
@@ -51,17 +53,23 @@ def machine(monkeypatch):
 
 
 class Stop(Exception):
-    """Raised where a script would load the model after its device line: a GPU run cannot go on without a GPU."""
+    """Raised where a script would place the model on its device after its device line: a GPU run cannot go on
+    without a GPU."""
 
 
 def first_line(argv, capsys, monkeypatch):
     """(exit status, the first line lenet_eval.main(argv) writes: the device line on stdout, else its error line).
 
-    The run is stopped once the device is chosen (the model's loading raises Stop), so the status of a run
-    that goes on is None; test_a_script_on_a_hopper_runs_on_the_cpu_to_its_end runs one through."""
+    The run is stopped once the device line is written (placing the model raises Stop), so the status of a run
+    that goes on is None; test_a_script_on_a_hopper_runs_on_the_cpu_to_its_end runs one through. No model or data is
+    read, and each process's checks stand alone: their agreement under the launcher is tests/test_multi_node.py's."""
     def stop(*args):
         raise Stop()
-    monkeypatch.setattr(lenet, "load_model", stop)
+    monkeypatch.setattr(lenet, "place", stop)
+    monkeypatch.setattr(lenet.CheckPoint, "load", lambda self, path: None)
+    digits = (np.zeros((1, 1, 28, 28), np.float32), np.zeros(1, np.int32))
+    monkeypatch.setattr(lenet, "load_mnist", lambda *args, **kwargs: (digits, digits, "./mnist.npz", True))
+    monkeypatch.setattr(multi_node, "agreed", lambda check, flags: check()[0])
     try:
         lenet_eval.main(argv)
     except Stop:
@@ -69,7 +77,7 @@ def first_line(argv, capsys, monkeypatch):
     except SystemExit as exit:  # sys.exit("error: ..."): the message on stderr and status 1
         assert capsys.readouterr().out == ""
         return (1, exit.code) if isinstance(exit.code, str) else (exit.code, None)
-    raise AssertionError("lenet_eval.main went past the model's loading")
+    raise AssertionError("lenet_eval.main went past the model's placing")
 
 
 # The machines of issue 19, each through lenet_eval.main: (driver, flags, processes, local rank, exit status, line).
@@ -158,13 +166,13 @@ def test_device_cpu_asks_nothing_about_the_gpus(processes, machine, capsys, monk
 
 
 def load_on_the_cpu_only(monkeypatch):
-    """lenet.load_model fails the test where it is given a GPU, rather than let OneFlow abort the tests without one."""
-    load_model = lenet.load_model
-    def load(model_dir, device):
+    """lenet.place fails the test where it is given a GPU, rather than let OneFlow abort the tests without one."""
+    place = lenet.place
+    def on_the_cpu(model, device):
         if device.type != "cpu":
             pytest.fail(f"the model was to be placed on {device}")
-        return load_model(model_dir, device)
-    monkeypatch.setattr(lenet, "load_model", load)
+        return place(model, device)
+    monkeypatch.setattr(lenet, "place", on_the_cpu)
 
 
 def test_device_cpu_on_a_broken_driver_runs_to_its_end(machine, trained, capsys, monkeypatch):

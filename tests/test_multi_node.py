@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import lenet
-from conftest import CLEAN_ENV, ROOT, Lines, launch, run_script, started, weights
+from conftest import CLEAN_ENV, DEADLINE, ROOT, Lines, launch, run_script, started, weights
 
 SUBNET = "10.201.7"  # a private /24, seen only inside the two namespaces
 PORT = 29500  # free: each namespace has ports of its own
@@ -70,10 +70,27 @@ def node_command(network, node, script, args, master=None):
             "--master_port", str(PORT), str(ROOT / script), *map(str, args)]
 
 
+def wait_until_listening(namespace, process):
+    """Wait until the first node's process listens on PORT in namespace, or process (its launcher) has ended.
+
+    Node 1 is started then: OneFlow's processes that find no one listening try again only 10 s later."""
+    for _ in range(DEADLINE * 10):
+        sockets = []
+        for table in ("tcp", "tcp6"):  # OneFlow's gRPC listens on IPv6's "any" where it can, else IPv4's
+            with open(f"/proc/{process.pid}/net/{table}") as f:  # the sockets of the launcher's namespace
+                sockets += [line.split() for line in f.readlines()[1:]]
+        if any(local.endswith(f":{PORT:04X}") and state == "0A" for _, local, _, state, *_ in sockets):  # 0A: LISTEN
+            return
+        if process.poll() is not None:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"nothing listens on port {PORT} in {namespace} after {DEADLINE} s")
+
+
 @contextlib.contextmanager
 def nodes_started(network, folders, args, script="lenet_train.py", env=None, master=None):
-    """Both nodes' launchers started, node i with args[i]: yields [(process, stdout Lines, stderr Lines)] for node 0
-    and 1; both are killed (with their processes) when the block ends."""
+    """Both nodes' launchers started, node i with args[i], node 1 once node 0 listens: yields [(process, stdout Lines,
+    stderr Lines)] for node 0 and 1; both are killed (with their processes) when the block ends."""
     with contextlib.ExitStack() as stack:
         nodes = []
         for node in (0, 1):
@@ -82,6 +99,8 @@ def nodes_started(network, folders, args, script="lenet_train.py", env=None, mas
                 env={**CLEAN_ENV, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True))
             nodes.append((process, Lines(process.stdout), Lines(process.stderr)))
+            if node == 0:
+                wait_until_listening(network[0][0], process)
         yield nodes
 
 
@@ -140,7 +159,7 @@ def test_two_nodes_train_as_two_processes_of_one_machine_do(network, folders, tm
     (status0, out0, err0), (status1, out1, err1) = run_nodes(network, folders, [["--device", "cpu"]] * 2,
                                                              script="lenet_eval.py")
     assert status0 == 0 and status1 == 0, err0 + err1
-    assert out0.splitlines()[-1] == single.stdout.splitlines()[-1]
+    assert out0.splitlines()[-1] == single.stdout.splitlines()[-1] and out1 == ""
     assert out0.splitlines()[-1].startswith("accuracy: ")
 
 
@@ -195,13 +214,13 @@ def test_a_problem_on_one_node_found_before_the_first_step_ends_every_node_with_
 def test_a_node_that_never_joins_ends_every_node_after_the_timeout(network, folders):
     wrong = f"{SUBNET}.9"  # node 1 looks for the first node where there is none
     start = time.monotonic()
-    with nodes_started(network, folders, [[*FLAGS, "--epochs", 2]] * 2, env={"LENET_NODE_TIMEOUT": "20"},
+    with nodes_started(network, folders, [[*FLAGS, "--epochs", 2]] * 2, env={"LENET_NODE_TIMEOUT": "10"},
                        master=wrong) as nodes:
         results = ended_by(nodes, start + STATED)
     for node, (status, stdout, stderr) in enumerate(results):
         master = wrong if node == 1 else network[0][1]
         assert status == 1, stderr
-        assert errors(stderr) == [f"error: rank {node}: not all 2 processes met at {master}:{PORT} within 20 s; start the "
+        assert errors(stderr) == [f"error: rank {node}: not all 2 processes met at {master}:{PORT} within 10 s; start the "
                                   f"launcher on every node with the same --nnodes, --nproc_per_node, --master_addr and "
                                   f"--master_port (LENET_NODE_TIMEOUT sets the wait)"], stderr
         assert "epoch 1" not in stdout
@@ -217,7 +236,7 @@ def training_process(launcher):
 def test_a_training_process_killed_mid_epoch_ends_every_node_and_the_last_epoch_resumes(network, folders, killed):
     survivor = 1 - killed
     with nodes_started(network, folders, [[*FLAGS, "--epochs", 20]] * 2) as nodes:
-        nodes[0][1].starting("epoch 2 loss ")  # printed once epoch 2 is saved: the processes are in epoch 3
+        nodes[0][1].starting("epoch 1 loss ")  # printed once epoch 1 is saved: the processes are in epoch 2
         os.kill(training_process(nodes[killed][0]), signal.SIGKILL)
         results = ended_by(nodes, time.monotonic() + STATED)
     assert results[killed][0] == 1 and "died with <Signals.SIGKILL: 9>" in results[killed][2]
@@ -231,7 +250,7 @@ def test_a_training_process_killed_mid_epoch_ends_every_node_and_the_last_epoch_
     epoch = int(line[len(prefix):].split(",")[0])
     assert line == (f"{prefix}{epoch}, the last complete one, is saved in ./lenet_models_1 on node 0: copy it to every "
                     f"node and run the same command there with --resume")
-    assert epoch >= 2
+    assert epoch >= 1
     assert lenet.CheckPoint(lenet.LeNet()).load(folders[0] / "lenet_models_1")["epoch"] == epoch  # loads, at that epoch
 
     # As the line says: node 0's model copied to node 1, and the same command with --resume.
