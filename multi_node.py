@@ -100,6 +100,9 @@ def agreed(check, flags):
     with watchdog.deadline(f"error: rank {rank}: the other processes did not reach their checks within "
                            f"{watchdog.SECONDS:g} s (LENET_NODE_TIMEOUT sets the wait)"):
         rows = lenet.gather(np.frombuffer(mine.ljust(ROW, b"\0"), np.uint8))
+    if len(rows) != flow.env.get_world_size() or not rows.any(axis=1).all():  # seen with two nodes on one machine
+        raise lenet.InputError(f"rank {rank}: OneFlow passed on the checks of {int(rows.any(axis=1).sum())} of the "
+                               f"{flow.env.get_world_size()} processes; give each node a machine (an address) of its own")
     reports = [json.loads(bytes(row).rstrip(b"\0")) for row in rows]
     found = problems(reports)
     if found:
