@@ -7,7 +7,8 @@ setting any of the environment variables below yourself overrides it.
 
 It also loads oneflow_graph_fix, which fixes a race in OneFlow 0.9.0 that crashes processes running short graph
 runs back to back (oneflow_graph_fix/oneflow_graph_fix.c says how; BENCHMARKS.md measures it).
-LENET_GRAPH_FIX=0 leaves it out, for benchmarks/graph_crash.py to show the crash.
+LENET_GRAPH_FIX=0 leaves it out, for benchmarks/graph_crash.py to show the crash. Under OneFlow's launcher,
+`import oneflow` waits for every process of every node: watchdog.deadline bounds that wait.
 """
 import ctypes
 import importlib.metadata
