@@ -72,9 +72,9 @@ def problems(reports):
 
 
 def flags_text(flags, names):
-    """The flags names (argparse dests) as given on a command line: --batch-size 100 --resume."""
-    return " ".join(f"--{name.replace('_', '-')}" + ("" if value is True else f" {value}")
-                    for name, value in ((name, flags[name]) for name in names))
+    """The flags names (argparse dests) as given on a command line: --batch-size 100 --resume, or no --resume."""
+    return " ".join({True: f"--{name.replace('_', '-')}", False: f"no --{name.replace('_', '-')}"}.get(
+        flags[name], f"--{name.replace('_', '-')} {flags[name]}") for name in names)
 
 
 def agreed(check, flags):

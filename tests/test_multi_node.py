@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import lenet
+import multi_node
 from conftest import CLEAN_ENV, DEADLINE, ROOT, Lines, launch, run_script, started, weights
 
 SUBNET = "10.201.7"  # a private /24, seen only inside the two namespaces
@@ -38,6 +39,9 @@ def network():
     if made.returncode != 0:
         pytest.skip(f"cannot make a network namespace here (needs root or CAP_NET_ADMIN): {made.stderr.strip()}")
     try:
+        entered = ip("netns", "exec", names[0], "true")  # it also mounts its own /sys, which a sandbox may refuse
+        if entered.returncode != 0:
+            pytest.skip(f"cannot run a process in a network namespace here: {entered.stderr.strip()}")
         steps = [("netns", "add", names[1]),
                  ("link", "add", links[0], "netns", names[0], "type", "veth", "peer", "name", links[1], "netns", names[1])]
         for node, name in enumerate(names):
@@ -129,6 +133,25 @@ def errors(stderr):
 def epoch_losses(metrics):
     """The mean loss of each epoch in a --metrics file."""
     return [json.loads(line)["loss"] for line in metrics.read_text().splitlines()]
+
+
+def report(local_rank, error=None, data="digest", **flags):
+    """One process's report to multi_node.agreed's collective."""
+    return dict(local_rank=local_rank, address="10.0.0.1", error=error, flags=dict(dict(batch_size=50, resume=False),
+                **flags), read={"mnist.npz": data})
+
+
+def test_the_reasons_to_stop_name_each_node_once_with_two_processes_a_node():
+    # Ranks 0 and 1 are node 0, ranks 2 and 3 node 1 (--nproc_per_node 2).
+    assert multi_node.problems([report(0), report(1), report(0, "no model at m"), report(1, "no model at m")]) == [
+        "node 1: no model at m"]
+    assert multi_node.problems([report(0), report(1), report(0), report(1, resume=True, batch_size=10)]) == [
+        "node 1 was given --batch-size 10 --resume, node 0 --batch-size 50 no --resume: give every node the same"]
+    assert multi_node.problems([report(0), report(1, "no data"), report(0, data="other"), report(1)]) == [
+        "node 0: no data", "node 1's mnist.npz differs from node 0's: copy node 0's to every node"]
+    assert multi_node.problems([report(0, "no data"), report(1), report(0, batch_size=10), report(1)]) == [
+        "node 0: no data"]  # nothing to compare the others with
+    assert multi_node.problems([report(0), report(1), report(0), report(1)]) == []
 
 
 def test_two_nodes_train_as_two_processes_of_one_machine_do(network, folders, tmp_path):
