@@ -109,14 +109,16 @@ def nodes_started(network, folders, args, script="lenet_train.py", env=None, mas
 
 
 def ended_by(nodes, deadline):
-    """Wait until each node's launcher has exited, and fail unless all have by deadline (time.monotonic());
-    return [(status, stdout, stderr)] for node 0 and 1."""
+    """Wait until each node's launcher and every process it started have ended, and fail unless all have by deadline
+    (time.monotonic()); return [(status, stdout, stderr)] for node 0 and 1."""
+    left = lambda: max(0.0, deadline - time.monotonic())  # noqa: E731
     for node, (process, _, _) in enumerate(nodes):
         try:
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            process.wait(timeout=left())
         except subprocess.TimeoutExpired:
-            pytest.fail(f"node {node} was still running {STATED} s after the fault:\n{nodes[node][2].text(0)}")
-    return [(process.returncode, stdout.text(), stderr.text()) for process, stdout, stderr in nodes]
+            pytest.fail(f"node {node}'s launcher was still running at the deadline:\n{''.join(nodes[node][2].lines)}")
+    # A stream ends when every process that holds it has ended: the launcher's processes write to the same two.
+    return [(process.returncode, stdout.text(left()), stderr.text(left())) for process, stdout, stderr in nodes]
 
 
 def run_nodes(network, folders, args, **kwargs):
