@@ -159,7 +159,7 @@ def main(argv=None):
         state = None
         if args.resume:
             state = resume_state(check_point.load(args.model_dir), args.model_dir, **flags)
-            read["model folder"] = multi_node.digest(*(v.numpy() for v in check_point.model.state_dict().values()))
+            read["model folder"] = multi_node.model_digest(check_point.model)
         metrics = None
         if args.metrics and flow.env.get_rank() == 0:
             try:

@@ -19,9 +19,8 @@ import watchdog
 from lenet import flow
 
 ROW = 4096  # bytes of each process's report in the collective
-WATCHING = False  # whether agreed() has given oneflow_node_watch.c the nodes' addresses
-NODES = {}  # {address: [node, ...]}: the nodes at each address, for the lost-node lines
-NODE = None  # this process's node, once agreed
+NODES = {}  # {address: {node, ...}}: the nodes at each address, for the lost-node lines
+NODE = None  # this process's node, once agreed(): the lost-node lines are set from then on
 
 
 def digest(*arrays):
@@ -32,6 +31,11 @@ def digest(*arrays):
         sha.update(f"{array.dtype}{array.shape}".encode())
         sha.update(array.data)
     return sha.hexdigest()
+
+
+def model_digest(model):
+    """digest() of a model's weights."""
+    return digest(*(value.numpy() for value in model.state_dict().values()))
 
 
 def own_address():
@@ -86,7 +90,7 @@ def agreed(check, flags):
     line naming the node and the reason, the others exit 1 without a word (their node's first says it). In one
     process, check() alone runs.
     """
-    global WATCHING, NODE
+    global NODE
     if flow.env.get_world_size() == 1:
         return check()[0]
     result, read, error = None, {}, None
@@ -109,10 +113,10 @@ def agreed(check, flags):
         if flow.env.get_local_rank() != 0:
             sys.exit(1)
         raise lenet.InputError("; ".join(found))
-    WATCHING, NODE = True, node_of(rank, reports)
+    NODE = node_of(rank, reports)
     for other, report in enumerate(reports):
-        nodes = NODES.setdefault(report["address"], []) if report["address"] is not None else []
-        nodes += [node_of(other, reports)] if node_of(other, reports) not in nodes else []
+        if report["address"] is not None:
+            NODES.setdefault(report["address"], set()).add(node_of(other, reports))
     lost_node_hint("run the same command again on every node")
     return result
 
@@ -121,9 +125,10 @@ def lost_node_hint(hint):
     """Set what this process prints if OneFlow aborts because a process of another node is gone: which node, and
     hint (how to go on; "run the same command again on every node" until set). oneflow_node_watch.c writes it;
     nothing to do in one process."""
-    if not WATCHING:
+    if NODE is None:
         return
     for address, nodes in NODES.items():
-        lost = "a process of this node" if nodes == [NODE] else "node " + " or ".join(map(str, nodes)) + f" ({address})"
+        lost = ("a process of this node" if nodes == {NODE} else
+                "node " + " or ".join(map(str, sorted(nodes))) + f" ({address})")
         line = f"error: node {NODE} (rank {flow.env.get_rank()}): lost {lost}; {hint}\n"
         watchdog.NODE_WATCH.oneflow_lost_node_line(address.encode(), line.encode())

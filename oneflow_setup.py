@@ -10,6 +10,7 @@ runs back to back (oneflow_graph_fix/oneflow_graph_fix.c says how; BENCHMARKS.md
 LENET_GRAPH_FIX=0 leaves it out, for benchmarks/graph_crash.py to show the crash. Under OneFlow's launcher,
 `import oneflow` waits for every process of every node: watchdog.deadline bounds that wait.
 """
+import contextlib
 import ctypes
 import importlib.metadata
 import importlib.util
@@ -150,14 +151,14 @@ if SPEEDUPS:
 os.environ.setdefault("GLOG_minloglevel", "3")
 # Linux lists a process's threads here; OneFlow's scheduler is one of those its import starts.
 _THREADS_BEFORE = set(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else None
+_MEETING = contextlib.nullcontext()
 if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under the launcher, the import waits for every process to join
-    with watchdog.deadline(
-            f"error: rank {os.environ.get('RANK')}: not all {os.environ['WORLD_SIZE']} processes met at "
-            f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} within {watchdog.SECONDS:g} s; start "
-            f"the launcher on every node with the same --nnodes, --nproc_per_node, --master_addr and --master_port "
-            f"(LENET_NODE_TIMEOUT sets the wait)"):
-        import_oneflow_quietly()
-else:
+    _MEETING = watchdog.deadline(
+        f"error: rank {os.environ.get('RANK')}: not all {os.environ['WORLD_SIZE']} processes met at "
+        f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')} within {watchdog.SECONDS:g} s; start "
+        f"the launcher on every node with the same --nnodes, --nproc_per_node, --master_addr and --master_port "
+        f"(LENET_NODE_TIMEOUT sets the wait)")
+with _MEETING:
     import_oneflow_quietly()
 _THREADS_OF_ONEFLOW = set(os.listdir("/proc/self/task")) - _THREADS_BEFORE if _THREADS_BEFORE is not None else set()
 

@@ -72,33 +72,31 @@ class Lines:
             self.ended = True
             self.changed.notify_all()
 
+    def until(self, find, what, timeout=DEADLINE):
+        """find()'s value once it is not None (find is called under the lock); fails, saying there was no `what`, if
+        the stream ends first or time runs out."""
+        with self.changed:
+            self.changed.wait_for(lambda: find() is not None or self.ended, timeout)
+            found = find()
+            if found is None:
+                pytest.fail(f"no {what} ({'the stream ended' if self.ended else f'{timeout} s passed'}):\n"
+                            f"{''.join(self.lines)}")
+            return found
+
     def wait_for(self, line, count=1, timeout=DEADLINE):
         """Wait until the whole line `line` has come count times; fail if the stream ends first or time runs out."""
-        with self.changed:
-            self.changed.wait_for(lambda: self.lines.count(line + "\n") >= count or self.ended, timeout)
-            if self.lines.count(line + "\n") < count:
-                pytest.fail(f"no {line!r} ({'the stream ended' if self.ended else f'{timeout} s passed'}):\n"
-                            f"{''.join(self.lines)}")
+        self.until(lambda: True if self.lines.count(line + "\n") >= count else None, repr(line), timeout)
 
     def line(self, index, timeout=DEADLINE):
         """The index-th line (from 0, without its newline), once read; fails if the stream ends first or time runs out."""
-        with self.changed:
-            self.changed.wait_for(lambda: len(self.lines) > index or self.ended, timeout)
-            if len(self.lines) <= index:
-                pytest.fail(f"no line {index + 1} ({'the stream ended' if self.ended else f'{timeout} s passed'}):\n"
-                            f"{''.join(self.lines)}")
-            return self.lines[index].rstrip("\n")
+        return self.until(lambda: self.lines[index].rstrip("\n") if len(self.lines) > index else None,
+                          f"line {index + 1}", timeout)
 
     def starting(self, prefix, timeout=DEADLINE):
         """The first line that starts with prefix (without its newline), once read; fails if the stream ends first or
         time runs out."""
-        with self.changed:
-            found = lambda: next((line for line in self.lines if line.startswith(prefix)), None)  # noqa: E731
-            self.changed.wait_for(lambda: found() is not None or self.ended, timeout)
-            if found() is None:
-                pytest.fail(f"no line starting {prefix!r} ({'the stream ended' if self.ended else f'{timeout} s passed'}):\n"
-                            f"{''.join(self.lines)}")
-            return found().rstrip("\n")
+        return self.until(lambda: next((line.rstrip("\n") for line in self.lines if line.startswith(prefix)), None),
+                          f"line starting {prefix!r}", timeout)
 
     def text(self, timeout=DEADLINE):
         """Everything read, once the stream has ended (its process has exited)."""
