@@ -16,7 +16,7 @@ test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q -rs tests $(ARGS)
 
 # Each candidate is run, not just looked up: a pyenv shim exists even for versions it will not run.
-$(VENV)/.installed: requirements.txt oneflow_graph_fix/oneflow_graph_fix.c oneflow_graph_fix/oneflow_node_watch.c
+$(VENV)/.installed: requirements.txt $(wildcard oneflow_native/*.c oneflow_native/*.cpp oneflow_native/*.py oneflow_native/*.toml)
 	@if [ ! -x $(PYTHON) ]; then \
 	  for candidate in python3.10 python3 python \
 	      $$(ls -d "$$(pyenv root 2>/dev/null)"/versions/3.10*/bin/python 2>/dev/null); do \

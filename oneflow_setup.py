@@ -12,9 +12,11 @@ LENET_GRAPH_FIX=0 leaves it out, for benchmarks/graph_crash.py to show the crash
 """
 import contextlib
 import ctypes
+import functools
 import importlib.metadata
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,15 @@ def graph_runs():
     return tuple(count.value for count in counts)
 
 
+def distribution_library(distribution, prefix):
+    """The path of the installed file of a distribution whose name starts with prefix, or None."""
+    try:
+        files = importlib.metadata.files(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return next((f.locate().resolve() for f in files if f.name.startswith(prefix)), None)
+
+
 def load_mkl():
     """Load Intel MKL (the mkl wheel) globally; return its path, or None where it is turned off or not installed.
 
@@ -63,11 +74,7 @@ def load_mkl():
     """
     if not SPEEDUPS or os.environ.get("LENET_BLAS", "mkl") != "mkl":
         return None
-    try:
-        files = importlib.metadata.files("mkl") or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    library = next((f.locate().resolve() for f in files if f.name.startswith("libmkl_rt.so")), None)
+    library = distribution_library("mkl", "libmkl_rt.so")
     if library is None:
         return None
     # OneFlow already runs independent ops on a thread per core; MKL's own threads only crowd them.
@@ -201,12 +208,64 @@ def find_scheduler_thread():
     return int(busy[0])
 
 
+def kernels_missing_line(reason):
+    """The one line said where the kernels are not loaded: what is missing, and what it costs."""
+    return (f"note: {reason}, so OneFlow's own CPU convolutions run (about 2 times slower to train); "
+            f"LENET_KERNELS=0 leaves the kernels out without this line")
+
+
+@functools.lru_cache(maxsize=None)
+def load_kernels():
+    """Load oneflow_native's CPU convolutions on oneDNN into OneFlow's kernel registry; return the library (ctypes).
+
+    None where LENET_KERNELS=0 or LENET_SPEEDUPS=0, and where it cannot be loaded, which one line on stderr says:
+    OneFlow's own kernels then run, as they do for everything the library does not cover. Loaded as
+    oneflow.utils.load_library would (its load_library.cpp is a dlopen), through ctypes for OSError's own text.
+    """
+    if not SPEEDUPS or os.environ.get("LENET_KERNELS", "1") == "0":
+        return None
+    spec = importlib.util.find_spec("oneflow_kernels")  # found, not imported: it is loaded as a plain library
+    if spec is None:
+        compiler = os.environ.get("CXX", "c++")
+        reason = (f"pip found no C++ compiler ({compiler}) to build oneflow_native's kernels: install one "
+                  f"(apt-get install g++) and run pip install -r requirements.txt again"
+                  if shutil.which(compiler) is None else
+                  "oneflow_native's kernels were not built (pip install -v -r requirements.txt shows why)")
+        print(kernels_missing_line(reason), file=sys.stderr)
+        return None
+    onednn = distribution_library("onednn-cpu-gomp", "libdnnl.so.3")
+    try:
+        if onednn is None:
+            raise OSError("libdnnl.so.3 not found: pip install -r requirements.txt installs onednn-cpu-gomp")
+        ctypes.CDLL(str(onednn), mode=ctypes.RTLD_GLOBAL)  # what the kernels link to, by its name libdnnl.so.3
+        library = ctypes.CDLL(spec.origin, mode=ctypes.RTLD_LOCAL)  # liboneflow is loaded: `import oneflow`
+    except OSError as e:
+        print(kernels_missing_line(f"oneflow_native's kernels could not be loaded ({e})"), file=sys.stderr)
+        return None
+    return library
+
+
+def kernel_runs():
+    """{op: runs} of the kernels of oneflow_native in this process so far (conv2d, conv_data_grad, conv_filter_grad,
+    conv_bias_grad); None where they are not loaded."""
+    library = load_kernels()
+    if library is None:
+        return None
+    counts = [ctypes.c_long() for _ in KERNEL_OPS]
+    library.oneflow_kernels_counts(*map(ctypes.byref, counts))
+    return dict(zip(KERNEL_OPS, (count.value for count in counts)))
+
+
+KERNEL_OPS = ("conv2d", "conv_data_grad", "conv_filter_grad", "conv_bias_grad")
+
+
 def on_cpu():
     """Speed settings for a process that runs its model on the CPU; called once the CPU is chosen (never for a GPU)."""
     global SCHEDULER_THREAD
     if not SPEEDUPS:
         return
     set_cpu_graph_variables()
+    load_kernels()
     # How much nicer than the rest of the process: the scheduler's spinning takes a core from the kernels; 10
     # nicer it runs when a core is free (not 19: as fast on an idle machine, and not slower than 0 when other jobs
     # hold every core). Relative, so that a process started with `nice` keeps its scheduler below the rest too.

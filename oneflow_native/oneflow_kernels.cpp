@@ -1,0 +1,342 @@
+// CPU kernels for OneFlow 0.9.0's convolution ops on oneDNN, loaded by oneflow_setup.py with
+// oneflow.utils.load_library after `import oneflow` and before the first graph is built.
+//
+// OneFlow 0.9's own CPU convolution (oneflow/user/kernels/conv_kernels.cpp) copies each image into a column buffer
+// element by element (im2col) and runs one sgemm per image; its data gradient scatters back the same way (col2im).
+// oneDNN's direct convolutions (the ones PyTorch runs) do neither. Each kernel here registers for an op OneFlow
+// already has, at kKernelPriorityOptimized (10, above the built-in kernels' 0), and only where its conditions hold:
+// the CPU, float32, 2-D, channels first, groups == 1, and a primitive oneDNN can make for the shapes. Everything
+// else (double, groups, 1-D and 3-D, channels last, the GPU) keeps OneFlow's own kernels, chosen by the registry.
+//
+// The ops and their tensors (oneflow/ir/include/OneFlow/OneFlowUserOps.td):
+//   conv2d            in (N, C, H, W), weight (O, C, KH, KW), bias (O) optional, _add_to_output optional -> out
+//   conv_data_grad    dy, filter, x_like, _add_to_output optional -> dx
+//   conv_filter_grad  dy, x -> filter_diff
+//   conv_bias_grad    dy -> bias_diff (the sum of dy over N, H, W)
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+
+#include "oneflow/core/framework/framework.h"
+
+namespace oneflow {
+namespace {
+
+using dims = dnnl::memory::dims;
+using tag = dnnl::memory::format_tag;
+constexpr auto f32 = dnnl::memory::data_type::f32;
+
+// Runs of each kernel since the start, for the tests and oneflow_setup.kernel_runs(): which kernels ran.
+std::atomic<long> forward_runs, data_grad_runs, filter_grad_runs, bias_grad_runs;
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+// [[noreturn]] where oneDNN fails on a primitive it said it could make: a bug, not bad input.
+[[noreturn]] void Fail(const char* what, const dnnl::error& e) {
+  std::fprintf(stderr, "oneflow_kernels: %s failed in oneDNN: %s (status %d)\n", what, e.what(),
+               static_cast<int>(e.status));
+  std::abort();
+}
+
+dims DimsOf(const Shape& shape) {
+  dims d;
+  for (int64_t i = 0; i < shape.NumAxes(); ++i) { d.push_back(shape.At(i)); }
+  return d;
+}
+
+// A convolution's geometry in oneDNN's terms: dilation counts from 0, and the right padding is what makes OneFlow's
+// output size (OneFlow pads padding_before on both sides and drops what the last stride does not reach, which can
+// make it negative).
+struct Geometry {
+  dims x, w, y, strides, dilates, pad_l, pad_r;
+  bool bias = false;
+  bool operator<(const Geometry& o) const {
+    return std::tie(x, w, y, strides, dilates, pad_l, pad_r, bias)
+           < std::tie(o.x, o.w, o.y, o.strides, o.dilates, o.pad_l, o.pad_r, o.bias);
+  }
+};
+
+// Ctx: a KernelRegContext (the registry's conditions) or a KernelComputeContext (a run): both give shapes and attrs.
+template<typename Ctx>
+Geometry GeometryOf(const Ctx& ctx, const char* x, const char* w, const char* y) {
+  Geometry g;
+  g.x = DimsOf(ctx.TensorDesc4ArgNameAndIndex(x, 0)->shape());
+  g.w = DimsOf(ctx.TensorDesc4ArgNameAndIndex(w, 0)->shape());
+  g.y = DimsOf(ctx.TensorDesc4ArgNameAndIndex(y, 0)->shape());
+  const auto& strides = ctx.template Attr<std::vector<int32_t>>("strides");
+  const auto& dilation = ctx.template Attr<std::vector<int32_t>>("dilation_rate");
+  const auto& padding = ctx.template Attr<std::vector<int32_t>>("padding_before");
+  for (size_t i = 0; i < 2; ++i) {
+    g.strides.push_back(strides.at(i));
+    g.dilates.push_back(dilation.at(i) - 1);
+    g.pad_l.push_back(padding.at(i));
+    g.pad_r.push_back((g.y[i + 2] - 1) * strides[i] + (g.w[i + 2] - 1) * dilation[i] + 1 - g.x[i + 2]
+                      - padding[i]);
+  }
+  return g;
+}
+
+dnnl::memory::desc Plain(const dims& d, tag t) { return dnnl::memory::desc(d, f32, t); }
+dnnl::memory::desc Any(const dims& d) { return dnnl::memory::desc(d, f32, tag::any); }
+
+// Layouts left to oneDNN (tag::any): it picks its blocked ones (8 or 16 channels together, by the CPU), whose
+// direct convolutions are the fast ones; Plan reorders OneFlow's plain tensors into and out of them.
+dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g) {
+  if (g.bias) {
+    return {Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, Any(g.x), Any(g.w),
+            Plain({g.w[0]}, tag::x), Any(g.y), g.strides, g.dilates, g.pad_l, g.pad_r};
+  }
+  return {Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, Any(g.x), Any(g.w),
+          Any(g.y), g.strides, g.dilates, g.pad_l, g.pad_r};
+}
+
+dnnl::convolution_backward_data::primitive_desc DataGradDesc(const Geometry& g) {
+  return {Engine(), dnnl::algorithm::convolution_direct, Any(g.x), Any(g.w), Any(g.y), g.strides, g.dilates,
+          g.pad_l, g.pad_r, ForwardDesc(g)};
+}
+
+dnnl::convolution_backward_weights::primitive_desc FilterGradDesc(const Geometry& g) {
+  return {Engine(), dnnl::algorithm::convolution_direct, Any(g.x), Any(g.w), Any(g.y), g.strides, g.dilates,
+          g.pad_l, g.pad_r, ForwardDesc(g)};
+}
+
+// One argument of a primitive: its oneDNN argument id, OneFlow's plain layout of it, and whether it is written.
+struct Arg {
+  int id;
+  dnnl::memory::desc plain;
+  bool written;
+};
+
+// A primitive with what it needs to run on OneFlow's plain tensors: for each argument whose layout oneDNN chose
+// differently, a buffer in that layout and a reorder into it (inputs) or out of it (outputs).
+class Plan {
+ public:
+  template<typename Desc>
+  Plan(const Desc& desc, std::vector<Arg> args) : primitive_(desc), args_(std::move(args)) {
+    for (const Arg& arg : args_) {
+      const dnnl::memory::desc chosen = desc.query_md(dnnl::query::exec_arg_md, arg.id);
+      if (chosen == arg.plain) { continue; }
+      blocked_.emplace(arg.id, dnnl::memory(chosen, Engine()));
+    }
+  }
+
+  // Runs the primitive on data[i], the pointer of args[i]; one run at a time (the buffers are the plan's).
+  void Run(const std::vector<const void*>& data) {
+    std::lock_guard<std::mutex> hold(lock_);
+    dnnl::stream stream(Engine());
+    std::unordered_map<int, dnnl::memory> execute_args;
+    std::vector<std::pair<dnnl::memory, dnnl::memory>> outputs;  // (blocked, plain)
+    for (size_t i = 0; i < args_.size(); ++i) {
+      dnnl::memory plain(args_[i].plain, Engine(), const_cast<void*>(data[i]));
+      auto blocked = blocked_.find(args_[i].id);
+      if (blocked == blocked_.end()) {
+        execute_args.emplace(args_[i].id, plain);
+        continue;
+      }
+      execute_args.emplace(args_[i].id, blocked->second);
+      if (args_[i].written) {
+        outputs.emplace_back(blocked->second, plain);
+      } else {
+        dnnl::reorder(plain, blocked->second).execute(stream, plain, blocked->second);
+      }
+    }
+    primitive_.execute(stream, execute_args);
+    for (auto& out : outputs) { dnnl::reorder(out.first, out.second).execute(stream, out.first, out.second); }
+    stream.wait();
+  }
+
+ private:
+  dnnl::primitive primitive_;
+  std::vector<Arg> args_;
+  std::map<int, dnnl::memory> blocked_;
+  std::mutex lock_;
+};
+
+// The plans a kernel has made, one per geometry (a graph has one; eager calls may bring others).
+class Plans {
+ public:
+  template<typename Make>
+  Plan& For(const Geometry& g, Make make) const {
+    std::lock_guard<std::mutex> hold(lock_);
+    auto found = made_.find(g);
+    if (found == made_.end()) { found = made_.emplace(g, make(g)).first; }
+    return *found->second;
+  }
+
+ private:
+  mutable std::mutex lock_;
+  mutable std::map<Geometry, std::unique_ptr<Plan>> made_;
+};
+
+// The registry's condition: oneDNN can make the primitive for these shapes and attributes.
+template<typename Desc, Desc (*MakeDesc)(const Geometry&)>
+bool Makes(const user_op::KernelRegContext& ctx, const char* x, const char* w, const char* y) {
+  if (ctx.TensorDesc4ArgNameAndIndex(y, 0)->shape().NumAxes() != 4) { return false; }
+  try {
+    MakeDesc(GeometryOf(ctx, x, w, y));
+    return true;
+  } catch (const dnnl::error&) { return false; }
+}
+
+void AddInto(float* out, const float* addend, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) { out[i] += addend[i]; }
+}
+
+void AddToOutputIfAny(user_op::KernelComputeContext* ctx, user_op::Tensor* out) {
+  if (!ctx->has_input("_add_to_output", 0)) { return; }
+  const user_op::Tensor* addend = ctx->Tensor4ArgNameAndIndex("_add_to_output", 0);
+  AddInto(out->mut_dptr<float>(), addend->dptr<float>(), out->shape_view().elem_cnt());
+}
+
+class ConvKernel final : public user_op::OpKernel {
+ private:
+  void Compute(user_op::KernelComputeContext* ctx) const override {
+    Geometry g = GeometryOf(*ctx, "in", "weight", "out");
+    g.bias = ctx->has_input("bias", 0);
+    user_op::Tensor* out = ctx->Tensor4ArgNameAndIndex("out", 0);
+    try {
+      Plan& plan = plans_.For(g, [](const Geometry& g) {
+        std::vector<Arg> args{{DNNL_ARG_SRC, Plain(g.x, tag::nchw), false},
+                              {DNNL_ARG_WEIGHTS, Plain(g.w, tag::oihw), false},
+                              {DNNL_ARG_DST, Plain(g.y, tag::nchw), true}};
+        if (g.bias) { args.push_back({DNNL_ARG_BIAS, Plain({g.w[0]}, tag::x), false}); }
+        return std::make_unique<Plan>(ForwardDesc(g), args);
+      });
+      std::vector<const void*> data{ctx->Tensor4ArgNameAndIndex("in", 0)->dptr(),
+                                    ctx->Tensor4ArgNameAndIndex("weight", 0)->dptr(), out->dptr()};
+      if (g.bias) { data.push_back(ctx->Tensor4ArgNameAndIndex("bias", 0)->dptr()); }
+      plan.Run(data);
+    } catch (const dnnl::error& e) { Fail("conv2d", e); }
+    AddToOutputIfAny(ctx, out);
+    ++forward_runs;
+  }
+  bool AlwaysComputeWhenAllOutputsEmpty() const override { return false; }
+  Plans plans_;
+};
+
+class ConvDataGradKernel final : public user_op::OpKernel {
+ private:
+  void Compute(user_op::KernelComputeContext* ctx) const override {
+    const Geometry g = GeometryOf(*ctx, "x_like", "filter", "dy");
+    user_op::Tensor* dx = ctx->Tensor4ArgNameAndIndex("dx", 0);
+    try {
+      plans_
+          .For(g,
+               [](const Geometry& g) {
+                 return std::make_unique<Plan>(
+                     DataGradDesc(g), std::vector<Arg>{{DNNL_ARG_DIFF_DST, Plain(g.y, tag::nchw), false},
+                                                       {DNNL_ARG_WEIGHTS, Plain(g.w, tag::oihw), false},
+                                                       {DNNL_ARG_DIFF_SRC, Plain(g.x, tag::nchw), true}});
+               })
+          .Run({ctx->Tensor4ArgNameAndIndex("dy", 0)->dptr(), ctx->Tensor4ArgNameAndIndex("filter", 0)->dptr(),
+                dx->dptr()});
+    } catch (const dnnl::error& e) { Fail("conv_data_grad", e); }
+    AddToOutputIfAny(ctx, dx);
+    ++data_grad_runs;
+  }
+  bool AlwaysComputeWhenAllOutputsEmpty() const override { return false; }
+  Plans plans_;
+};
+
+class ConvFilterGradKernel final : public user_op::OpKernel {
+ private:
+  void Compute(user_op::KernelComputeContext* ctx) const override {
+    const Geometry g = GeometryOf(*ctx, "x", "filter_diff", "dy");
+    try {
+      plans_
+          .For(g,
+               [](const Geometry& g) {
+                 return std::make_unique<Plan>(
+                     FilterGradDesc(g), std::vector<Arg>{{DNNL_ARG_DIFF_DST, Plain(g.y, tag::nchw), false},
+                                                         {DNNL_ARG_SRC, Plain(g.x, tag::nchw), false},
+                                                         {DNNL_ARG_DIFF_WEIGHTS, Plain(g.w, tag::oihw), true}});
+               })
+          .Run({ctx->Tensor4ArgNameAndIndex("dy", 0)->dptr(), ctx->Tensor4ArgNameAndIndex("x", 0)->dptr(),
+                ctx->Tensor4ArgNameAndIndex("filter_diff", 0)->dptr()});
+    } catch (const dnnl::error& e) { Fail("conv_filter_grad", e); }
+    ++filter_grad_runs;
+  }
+  bool AlwaysComputeWhenAllOutputsEmpty() const override { return false; }
+  Plans plans_;
+};
+
+// The bias gradient is a sum over the batch and the image for each channel: contiguous runs of H * W floats.
+class ConvBiasGradKernel final : public user_op::OpKernel {
+ private:
+  void Compute(user_op::KernelComputeContext* ctx) const override {
+    const user_op::Tensor* dy = ctx->Tensor4ArgNameAndIndex("dy", 0);
+    float* bias_diff = ctx->Tensor4ArgNameAndIndex("bias_diff", 0)->mut_dptr<float>();
+    const int64_t n = dy->shape_view().At(0), c = dy->shape_view().At(1);
+    const int64_t hw = dy->shape_view().Count(2);
+    const float* p = dy->dptr<float>();
+    for (int64_t j = 0; j < c; ++j) { bias_diff[j] = 0; }
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < c; ++j, p += hw) {
+        float sum = 0;
+        for (int64_t k = 0; k < hw; ++k) { sum += p[k]; }
+        bias_diff[j] += sum;
+      }
+    }
+    ++bias_grad_runs;
+  }
+  bool AlwaysComputeWhenAllOutputsEmpty() const override { return false; }
+};
+
+auto Cpu2dFloat(const char* tensor) {
+  return (user_op::HobDeviceType() == DeviceType::kCPU)
+         && (user_op::HobDataType(tensor, 0) == DataType::kFloat)
+         && (user_op::HobAttr<std::string>("data_format") == std::string("channels_first"));
+}
+
+REGISTER_USER_KERNEL("conv2d")
+    .SetCreateFn<ConvKernel>()
+    .SetIsMatchedHob(Cpu2dFloat("in") && (user_op::HobAttr<int32_t>("groups") == 1)
+                     && hob::make_custom("OneDnnMakesConvForward", [](const user_op::KernelRegContext& ctx) {
+                          return Makes<dnnl::convolution_forward::primitive_desc, ForwardDesc>(ctx, "in", "weight",
+                                                                                               "out");
+                        }))
+    .SetPriority(user_op::kKernelPriorityOptimized);
+
+REGISTER_USER_KERNEL("conv_data_grad")
+    .SetCreateFn<ConvDataGradKernel>()
+    .SetIsMatchedHob(Cpu2dFloat("dy") && (user_op::HobAttr<int32_t>("groups") == 1)
+                     && hob::make_custom("OneDnnMakesConvDataGrad", [](const user_op::KernelRegContext& ctx) {
+                          return Makes<dnnl::convolution_backward_data::primitive_desc, DataGradDesc>(
+                              ctx, "x_like", "filter", "dy");
+                        }))
+    .SetPriority(user_op::kKernelPriorityOptimized);
+
+REGISTER_USER_KERNEL("conv_filter_grad")
+    .SetCreateFn<ConvFilterGradKernel>()
+    .SetIsMatchedHob(Cpu2dFloat("dy") && (user_op::HobAttr<int32_t>("groups") == 1)
+                     && hob::make_custom("OneDnnMakesConvFilterGrad", [](const user_op::KernelRegContext& ctx) {
+                          return Makes<dnnl::convolution_backward_weights::primitive_desc, FilterGradDesc>(
+                              ctx, "x", "filter_diff", "dy");
+                        }))
+    .SetPriority(user_op::kKernelPriorityOptimized);
+
+REGISTER_USER_KERNEL("conv_bias_grad")
+    .SetCreateFn<ConvBiasGradKernel>()
+    .SetIsMatchedHob(Cpu2dFloat("dy") && hob::make_custom("FourAxes", [](const user_op::KernelRegContext& ctx) {
+                       return ctx.TensorDesc4ArgNameAndIndex("dy", 0)->shape().NumAxes() == 4;
+                     }))
+    .SetPriority(user_op::kKernelPriorityOptimized);
+
+}  // namespace
+}  // namespace oneflow
+
+extern "C" void oneflow_kernels_counts(long* forward, long* data_grad, long* filter_grad, long* bias_grad) {
+  *forward = oneflow::forward_runs;
+  *data_grad = oneflow::data_grad_runs;
+  *filter_grad = oneflow::filter_grad_runs;
+  *bias_grad = oneflow::bias_grad_runs;
+}
