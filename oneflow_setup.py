@@ -256,7 +256,7 @@ def kernel_runs():
     return dict(zip(KERNEL_OPS, (count.value for count in counts)))
 
 
-KERNEL_OPS = ("conv2d", "conv_data_grad", "conv_filter_grad", "conv_bias_grad")
+KERNEL_OPS = ("conv2d", "conv_data_grad", "conv_filter_grad", "conv_bias_grad", "max_pool_2d", "max_pool_2d_grad")
 
 
 def on_cpu():
