@@ -246,8 +246,7 @@ def load_kernels():
 
 
 def kernel_runs():
-    """{op: runs} of the kernels of oneflow_native in this process so far (conv2d, conv_data_grad, conv_filter_grad,
-    conv_bias_grad); None where they are not loaded."""
+    """{op: runs} of oneflow_native's kernels in this process so far; None where they are not loaded."""
     library = load_kernels()
     if library is None:
         return None
@@ -256,7 +255,7 @@ def kernel_runs():
     return dict(zip(KERNEL_OPS, (count.value for count in counts)))
 
 
-KERNEL_OPS = ("conv2d", "conv_data_grad", "conv_filter_grad", "conv_bias_grad", "max_pool_2d", "max_pool_2d_grad")
+KERNEL_OPS = ("conv2d", "conv_data_grad", "conv_filter_grad", "reduce_sum", "max_pool_2d", "max_pool_2d_grad")
 
 
 def on_cpu():

@@ -6,13 +6,15 @@
 // oneDNN's direct convolutions (the ones PyTorch runs) do neither. Each kernel here registers for an op OneFlow
 // already has, at kKernelPriorityOptimized (10, above the built-in kernels' 0), and only where its conditions hold:
 // the CPU, float32, 2-D, channels first, groups == 1, and a primitive oneDNN can make for the shapes. Everything
-// else (double, groups, 1-D and 3-D, channels last, the GPU) keeps OneFlow's own kernels, chosen by the registry.
+// else (double, groups, 1-D and 3-D, channels last, the GPU) keeps OneFlow's own kernels, chosen by the registry,
+// and so does an op with an _add_to_output input: no pass of OneFlow 0.9.0 gives a convolution one
+// (job_rewriter/fuse_add_to_output_pass.cpp lists none), so there is nothing to test it on.
 //
 // The ops and their tensors (oneflow/ir/include/OneFlow/OneFlowUserOps.td):
-//   conv2d            in (N, C, H, W), weight (O, C, KH, KW), bias (O) optional, _add_to_output optional -> out
-//   conv_data_grad    dy, filter, x_like, _add_to_output optional -> dx
+//   conv2d            in (N, C, H, W), weight (O, C, KH, KW), bias (O) optional -> out
+//   conv_data_grad    dy, filter, x_like -> dx
 //   conv_filter_grad  dy, x -> filter_diff
-//   conv_bias_grad    dy -> bias_diff (the sum of dy over N, H, W)
+//   reduce_sum        input_tensor (N, C, ...) summed over every axis but 1 -> output_tensor (C): a bias's gradient
 //   max_pool_2d       x (N, C, H, W) -> y, indice (the offset in its H * W plane of each maximum)
 //   max_pool_2d_grad  dy, indice -> dx
 // The pooling kernels are OneFlow's own arithmetic (max_pool_kernel_util.h: the same window, the same maximum
@@ -30,6 +32,7 @@
 #include <memory>
 #include <mutex>
 #include <tuple>
+#include <vector>
 
 #include "oneflow/core/framework/framework.h"
 
@@ -41,7 +44,7 @@ using tag = dnnl::memory::format_tag;
 constexpr auto f32 = dnnl::memory::data_type::f32;
 
 // Runs of each kernel since the start, for the tests and oneflow_setup.kernel_runs(): which kernels ran.
-std::atomic<long> forward_runs, data_grad_runs, filter_grad_runs, bias_grad_runs, pool_runs, pool_grad_runs;
+std::atomic<long> forward_runs, data_grad_runs, filter_grad_runs, channel_sum_runs, pool_runs, pool_grad_runs;
 
 dnnl::engine& Engine() {
   static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
@@ -207,16 +210,6 @@ bool Makes(const user_op::KernelRegContext& ctx, const char* x, const char* w, c
   } catch (const dnnl::error&) { return false; }
 }
 
-void AddInto(float* out, const float* addend, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) { out[i] += addend[i]; }
-}
-
-void AddToOutputIfAny(user_op::KernelComputeContext* ctx, user_op::Tensor* out) {
-  if (!ctx->has_input("_add_to_output", 0)) { return; }
-  const user_op::Tensor* addend = ctx->Tensor4ArgNameAndIndex("_add_to_output", 0);
-  AddInto(out->mut_dptr<float>(), addend->dptr<float>(), out->shape_view().elem_cnt());
-}
-
 class ConvKernel final : public user_op::OpKernel {
  private:
   void Compute(user_op::KernelComputeContext* ctx) const override {
@@ -236,7 +229,6 @@ class ConvKernel final : public user_op::OpKernel {
       if (g.bias) { data.push_back(ctx->Tensor4ArgNameAndIndex("bias", 0)->dptr()); }
       plan.Run(data);
     } catch (const dnnl::error& e) { Fail("conv2d", e); }
-    AddToOutputIfAny(ctx, out);
     ++forward_runs;
   }
   bool AlwaysComputeWhenAllOutputsEmpty() const override { return false; }
@@ -260,7 +252,6 @@ class ConvDataGradKernel final : public user_op::OpKernel {
           .Run({ctx->Tensor4ArgNameAndIndex("dy", 0)->dptr(), ctx->Tensor4ArgNameAndIndex("filter", 0)->dptr(),
                 dx->dptr()});
     } catch (const dnnl::error& e) { Fail("conv_data_grad", e); }
-    AddToOutputIfAny(ctx, dx);
     ++data_grad_runs;
   }
   bool AlwaysComputeWhenAllOutputsEmpty() const override { return false; }
@@ -289,27 +280,37 @@ class ConvFilterGradKernel final : public user_op::OpKernel {
   Plans plans_;
 };
 
-// The bias gradient is a sum over the batch and the image for each channel: contiguous runs of H * W floats.
-class ConvBiasGradKernel final : public user_op::OpKernel {
+// A bias's gradient, the sum of dy over every axis but the channels' (axis 1): OneFlow 0.9's autograd makes it a
+// reduce_sum (gradient_funcs/conv.cpp, and bias_add's), never a conv_bias_grad, and its CPU kernel copies the whole
+// input into a buffer first. Here: contiguous runs of H * W (or 1) floats a channel, added in the order they lie.
+class ChannelSumKernel final : public user_op::OpKernel {
  private:
   void Compute(user_op::KernelComputeContext* ctx) const override {
-    const user_op::Tensor* dy = ctx->Tensor4ArgNameAndIndex("dy", 0);
-    float* bias_diff = ctx->Tensor4ArgNameAndIndex("bias_diff", 0)->mut_dptr<float>();
+    const user_op::Tensor* dy = ctx->Tensor4ArgNameAndIndex("input_tensor", 0);
+    float* sums = ctx->Tensor4ArgNameAndIndex("output_tensor", 0)->mut_dptr<float>();
     const int64_t n = dy->shape_view().At(0), c = dy->shape_view().At(1);
-    const int64_t hw = dy->shape_view().Count(2);
+    const int64_t inner = dy->shape_view().Count(2);
     const float* p = dy->dptr<float>();
-    for (int64_t j = 0; j < c; ++j) { bias_diff[j] = 0; }
+    std::fill(sums, sums + c, 0.0f);
     for (int64_t i = 0; i < n; ++i) {
-      for (int64_t j = 0; j < c; ++j, p += hw) {
+      for (int64_t j = 0; j < c; ++j, p += inner) {
         float sum = 0;
-        for (int64_t k = 0; k < hw; ++k) { sum += p[k]; }
-        bias_diff[j] += sum;
+        for (int64_t k = 0; k < inner; ++k) { sum += p[k]; }
+        sums[j] += sum;
       }
     }
-    ++bias_grad_runs;
+    ++channel_sum_runs;
   }
   bool AlwaysComputeWhenAllOutputsEmpty() const override { return false; }
 };
+
+// reduce_sum's axis attribute is every axis but 1, in order: a bias's gradient.
+bool AllAxesButChannels(const user_op::KernelRegContext& ctx) {
+  const int64_t axes = ctx.TensorDesc4ArgNameAndIndex("input_tensor", 0)->shape().NumAxes();
+  std::vector<int32_t> expected{0};
+  for (int32_t i = 2; i < axes; ++i) { expected.push_back(i); }
+  return axes >= 2 && ctx.Attr<std::vector<int32_t>>("axis") == expected;
+}
 
 // One axis of a pooling window: where the window of output o starts and ends in the input, OneFlow's way (the start
 // moved past the padding by whole dilations, the end cut at the input's edge).
@@ -336,18 +337,21 @@ class MaxPoolKernel final : public user_op::OpKernel {
     const int64_t planes = x->shape_view().At(0) * x->shape_view().At(1);
     const int64_t h = x->shape_view().At(2), w = x->shape_view().At(3);
     const int64_t oh = y->shape_view().At(2), ow = y->shape_view().At(3);
+    std::vector<Window> rows, columns;  // the same for every plane
+    for (int64_t i = 0; i < oh; ++i) { rows.push_back(WindowOf(i, stride[0], padding[0], kernel[0], dilation[0], h)); }
+    for (int64_t j = 0; j < ow; ++j) {
+      columns.push_back(WindowOf(j, stride[1], padding[1], kernel[1], dilation[1], w));
+    }
     const float* src = x->dptr<float>();
     float* dst = y->mut_dptr<float>();
     int64_t* index = ctx->Tensor4ArgNameAndIndex("indice", 0)->mut_dptr<int64_t>();
     for (int64_t plane = 0; plane < planes; ++plane, src += h * w) {
-      for (int64_t i = 0; i < oh; ++i) {
-        const Window rows = WindowOf(i, stride[0], padding[0], kernel[0], dilation[0], h);
-        for (int64_t j = 0; j < ow; ++j, ++dst, ++index) {
-          const Window columns = WindowOf(j, stride[1], padding[1], kernel[1], dilation[1], w);
+      for (const Window& row : rows) {
+        for (const Window& column : columns) {
           float max = -std::numeric_limits<float>::infinity();
-          int64_t at = rows.start * w + columns.start;
-          for (int64_t r = rows.start; r < rows.end; r += dilation[0]) {
-            for (int64_t c = columns.start; c < columns.end; c += dilation[1]) {
+          int64_t at = row.start * w + column.start;
+          for (int64_t r = row.start; r < row.end; r += dilation[0]) {
+            for (int64_t c = column.start; c < column.end; c += dilation[1]) {
               const float value = src[r * w + c];
               if (value > max || std::isnan(value)) {
                 max = value;
@@ -355,8 +359,8 @@ class MaxPoolKernel final : public user_op::OpKernel {
               }
             }
           }
-          *dst = max;
-          *index = at;
+          *dst++ = max;
+          *index++ = at;
         }
       }
     }
@@ -393,6 +397,7 @@ auto Cpu2dFloat(const char* tensor) {
 REGISTER_USER_KERNEL("conv2d")
     .SetCreateFn<ConvKernel>()
     .SetIsMatchedHob(Cpu2dFloat("in") && (user_op::HobAttr<int32_t>("groups") == 1)
+                     && (user_op::HobInputSize("_add_to_output") == 0)
                      && hob::make_custom("OneDnnMakesConvForward", [](const user_op::KernelRegContext& ctx) {
                           return Makes<dnnl::convolution_forward::primitive_desc, ForwardDesc>(ctx, "in", "weight",
                                                                                                "out");
@@ -402,6 +407,7 @@ REGISTER_USER_KERNEL("conv2d")
 REGISTER_USER_KERNEL("conv_data_grad")
     .SetCreateFn<ConvDataGradKernel>()
     .SetIsMatchedHob(Cpu2dFloat("dy") && (user_op::HobAttr<int32_t>("groups") == 1)
+                     && (user_op::HobInputSize("_add_to_output") == 0)
                      && hob::make_custom("OneDnnMakesConvDataGrad", [](const user_op::KernelRegContext& ctx) {
                           return Makes<dnnl::convolution_backward_data::primitive_desc, DataGradDesc>(
                               ctx, "x_like", "filter", "dy");
@@ -417,11 +423,11 @@ REGISTER_USER_KERNEL("conv_filter_grad")
                         }))
     .SetPriority(user_op::kKernelPriorityOptimized);
 
-REGISTER_USER_KERNEL("conv_bias_grad")
-    .SetCreateFn<ConvBiasGradKernel>()
-    .SetIsMatchedHob(Cpu2dFloat("dy") && hob::make_custom("FourAxes", [](const user_op::KernelRegContext& ctx) {
-                       return ctx.TensorDesc4ArgNameAndIndex("dy", 0)->shape().NumAxes() == 4;
-                     }))
+REGISTER_USER_KERNEL("reduce_sum")
+    .SetCreateFn<ChannelSumKernel>()
+    .SetIsMatchedHob((user_op::HobDeviceType() == DeviceType::kCPU)
+                     && (user_op::HobDataType("input_tensor", 0) == DataType::kFloat)
+                     && hob::make_custom("AllAxesButChannels", AllAxesButChannels))
     .SetPriority(user_op::kKernelPriorityOptimized);
 
 REGISTER_USER_KERNEL("max_pool_2d")
@@ -437,12 +443,12 @@ REGISTER_USER_KERNEL("max_pool_2d_grad")
 }  // namespace
 }  // namespace oneflow
 
-extern "C" void oneflow_kernels_counts(long* forward, long* data_grad, long* filter_grad, long* bias_grad,
+extern "C" void oneflow_kernels_counts(long* forward, long* data_grad, long* filter_grad, long* channel_sum,
                                        long* pool, long* pool_grad) {
   *forward = oneflow::forward_runs;
   *data_grad = oneflow::data_grad_runs;
   *filter_grad = oneflow::filter_grad_runs;
-  *bias_grad = oneflow::bias_grad_runs;
+  *channel_sum = oneflow::channel_sum_runs;
   *pool = oneflow::pool_runs;
   *pool_grad = oneflow::pool_grad_runs;
 }
