@@ -5,10 +5,12 @@ OneFlow finds its libraries and how fast it runs on a CPU. Each speed setting sa
 measurement is in BENCHMARKS.md. LENET_SPEEDUPS=0 turns every speed setting off (OneFlow's own behaviour);
 setting any of the environment variables below yourself overrides it.
 
-It also loads oneflow_graph_fix, which fixes a race in OneFlow 0.9.0 that crashes processes running short graph
-runs back to back (oneflow_graph_fix/oneflow_graph_fix.c says how; BENCHMARKS.md measures it).
-LENET_GRAPH_FIX=0 leaves it out, for benchmarks/graph_crash.py to show the crash. Under OneFlow's launcher,
-`import oneflow` waits for every process of every node: watchdog.deadline bounds that wait.
+It also loads the libraries of oneflow_native/: oneflow_graph_fix, which fixes a race in OneFlow 0.9.0 that
+crashes processes running short graph runs back to back (oneflow_graph_fix.c says how; BENCHMARKS.md measures it;
+LENET_GRAPH_FIX=0 leaves it out, for benchmarks/graph_crash.py to show the crash), and, once the CPU is chosen,
+oneflow_kernels, OneFlow's CPU convolutions on oneDNN (oneflow_kernels.cpp; LENET_KERNELS=0 leaves them out, and
+so does LENET_SPEEDUPS=0). Under OneFlow's launcher, `import oneflow` waits for every process of every node:
+watchdog.deadline bounds that wait.
 """
 import contextlib
 import ctypes

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/graph_crash.py --only "batch 1" --runs 3
 
 A graph run that ends before OneFlow has recorded it in its queue of runs in flight makes OneFlow pop an empty
-queue (oneflow_graph_fix/oneflow_graph_fix.c says where). Short runs (a batch of 1 or 2, a few ms) are exposed, and
+queue (oneflow_native/oneflow_graph_fix.c says where). Short runs (a batch of 1 or 2, a few ms) are exposed, and
 only while both cores are free: load hides it, so run this on an idle machine. Each configuration runs --runs times
 with the fix left out (LENET_GRAPH_FIX=0) and, where the table has a "fixed" row, with it; the column "overtaken"
 counts, with the fix, the runs that ended before they were recorded (each one of them a crash without it).
