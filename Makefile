@@ -16,7 +16,7 @@ test: $(VENV)/.installed
 	$(PYTHON) -m pytest -q -rs tests $(ARGS)
 
 # Each candidate is run, not just looked up: a pyenv shim exists even for versions it will not run.
-$(VENV)/.installed: requirements.txt $(wildcard oneflow_native/*.c oneflow_native/*.cpp oneflow_native/*.py oneflow_native/*.toml)
+$(VENV)/.installed: requirements.txt $(wildcard oneflow_native/*.c oneflow_native/*.cpp oneflow_native/*.py oneflow_native/*.toml oneflow_native/glog/*.h)
 	@if [ ! -x $(PYTHON) ]; then \
 	  for candidate in python3.10 python3 python \
 	      $$(ls -d "$$(pyenv root 2>/dev/null)"/versions/3.10*/bin/python 2>/dev/null); do \

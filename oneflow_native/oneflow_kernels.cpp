@@ -1,5 +1,7 @@
-// CPU kernels for OneFlow 0.9.0's convolution ops on oneDNN, loaded by oneflow_setup.py with
-// oneflow.utils.load_library after `import oneflow` and before the first graph is built.
+// CPU kernels for the ops of OneFlow 0.9.0 that LeNet runs: its convolutions on oneDNN, its max-pooling and its
+// bias gradients in plain C++. oneflow_setup.py loads the library once the CPU is chosen, after `import oneflow`
+// and before the first graph is built, as oneflow.utils.load_library would (a dlopen): its kernels register
+// themselves with OneFlow's kernel registry as it loads.
 //
 // OneFlow 0.9's own CPU convolution (oneflow/user/kernels/conv_kernels.cpp) copies each image into a column buffer
 // element by element (im2col) and runs one sgemm per image; its data gradient scatters back the same way (col2im).
@@ -22,12 +24,13 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <omp.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
-#include <limits>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -338,7 +341,9 @@ class MaxPoolKernel final : public user_op::OpKernel {
     const int64_t h = x->shape_view().At(2), w = x->shape_view().At(3);
     const int64_t oh = y->shape_view().At(2), ow = y->shape_view().At(3);
     std::vector<Window> rows, columns;  // the same for every plane
-    for (int64_t i = 0; i < oh; ++i) { rows.push_back(WindowOf(i, stride[0], padding[0], kernel[0], dilation[0], h)); }
+    for (int64_t i = 0; i < oh; ++i) {
+      rows.push_back(WindowOf(i, stride[0], padding[0], kernel[0], dilation[0], h));
+    }
     for (int64_t j = 0; j < ow; ++j) {
       columns.push_back(WindowOf(j, stride[1], padding[1], kernel[1], dilation[1], w));
     }

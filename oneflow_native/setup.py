@@ -7,6 +7,11 @@
 pyproject.toml brings what the kernels are built against: oneflow (its headers, and the libraries the kernels
 link to, which `import oneflow` has loaded by the time they are), oneDNN and CUDA's cuda_fp16.h. Where they cannot
 be built (no C++ compiler, say), pip goes on without them and oneflow_setup.py says so in one line.
+
+glog: OneFlow's headers use glog 0.5.0, whose generated logging.h and static libglog.a the wheel ships, without two
+of its headers; glog/ holds those two from glog's v0.5.0 source (vlog_is_on.h with the namespace its build fills
+in). liboneflow exports none of glog's symbols, so the kernels link the wheel's libglog.a, hidden inside them: a
+CHECK of OneFlow's inline code that fails in a kernel prints its message and aborts, as OneFlow's own do.
 """
 import importlib.metadata
 import importlib.util
@@ -64,8 +69,9 @@ class BuildExt(build_ext):
             link.symlink_to(oneflow / "include" / name)
         libraries = oneflow.parent / "oneflow.libs"  # liboneflow-<hash>.so and the libraries it needs
         glog = oneflow / "include" / "glog-build" / "libglog.a"
-        ext.include_dirs += [str(distribution_file("onednn-devel-cpu-gomp", "/oneapi/dnnl/dnnl.hpp").parents[2]), str(headers),
-                             str(headers / "glog-build"), str(HERE),  # HERE: glog/log_severity.h, vlog_is_on.h
+        onednn = distribution_file("onednn-devel-cpu-gomp", "/oneapi/dnnl/dnnl.hpp").parents[2]  # its include/
+        ext.include_dirs += [str(onednn), str(headers), str(headers / "glog-build"),
+                             str(HERE),  # glog/log_severity.h and vlog_is_on.h, which the wheel's glog lacks
                              str(package_folder("nvidia.cuda_runtime") / "include")]
         ext.extra_link_args += [
             *(str(next(libraries.glob(f"{name}-*.so*"))) for name in ("liboneflow", "libof_protoobj", "libprotobuf")),
