@@ -9,14 +9,26 @@ OneFlow holds Python's GIL while it waits, so the deadline is kept by a thread o
 import contextlib
 import ctypes
 import importlib.util
+import math
 import os
 import sys
 
-# Seconds a process waits for the others to join or to agree, from LENET_NODE_TIMEOUT (default 60).
-try:
-    SECONDS = float(os.environ.get("LENET_NODE_TIMEOUT", "60"))
-except ValueError:
-    sys.exit(f"error: LENET_NODE_TIMEOUT={os.environ['LENET_NODE_TIMEOUT']} is not a number of seconds")
+
+def seconds_from_environment():
+    """Seconds a process waits for the others to join or to agree: LENET_NODE_TIMEOUT, 60 by default; a value that
+    is not a finite number above 0 (inf, nan, 0, -1, text) ends the process with one line and status 2."""
+    text = os.environ.get("LENET_NODE_TIMEOUT", "60")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        print(f"error: LENET_NODE_TIMEOUT={text} is not a number of seconds above 0 (default: 60)", file=sys.stderr)
+        sys.exit(2)  # as for a bad flag
+    return seconds
+
+
+SECONDS = seconds_from_environment()
 
 _spec = importlib.util.find_spec("oneflow_node_watch")  # found, not imported: it is loaded as a plain library
 if _spec is None:
@@ -28,8 +40,9 @@ NODE_WATCH.oneflow_deadline_start.argtypes = [ctypes.c_double, ctypes.c_char_p]
 @contextlib.contextmanager
 def deadline(line, seconds=None):
     """Run the block; if it has not ended after seconds (SECONDS if None), print line on stderr and exit 1 at once."""
-    if NODE_WATCH.oneflow_deadline_start(SECONDS if seconds is None else seconds, (line + "\n").encode()) != 0:
-        raise RuntimeError("a deadline is running already")
+    seconds = SECONDS if seconds is None else seconds
+    if NODE_WATCH.oneflow_deadline_start(seconds, (line + "\n").encode()) != 0:
+        raise RuntimeError(f"no deadline of {seconds} s could be started (one is running, or it is not above 0)")
     try:
         yield
     finally:

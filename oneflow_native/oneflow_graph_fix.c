@@ -18,7 +18,6 @@
    right: a DequeueNNGraph that finds no run recorded is remembered, and the EnqueueNNGraph it overtook is then
    dropped instead of recorded. Every other call goes to OneFlow's own method, in order, under one lock. */
 #define _GNU_SOURCE
-#include <Python.h>
 #include <dlfcn.h>
 #include <link.h>
 #include <pthread.h>
@@ -114,9 +113,3 @@ void oneflow_graph_fix_counts(long *runs_enqueued, long *runs_dequeued, long *ru
   *runs_ended_first = ended_first;
   pthread_mutex_unlock(&lock);
 }
-
-/* Built as a Python extension so that pip builds and installs it; oneflow_setup.py loads the file with ctypes. */
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "oneflow_graph_fix",
-                                    "Fixes a race in OneFlow 0.9.0's nn.Graph runtime (loaded by oneflow_setup.py).",
-                                    -1, NULL};
-PyMODINIT_FUNC PyInit_oneflow_graph_fix(void) { return PyModule_Create(&module); }

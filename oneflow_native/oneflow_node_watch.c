@@ -17,9 +17,9 @@
    agreed, in a collective that runs over OneFlow's connections. An abort with no such connection (some other FATAL)
    writes nothing. Everything the handler calls is async-signal-safe: poll, strlen and write. */
 #define _GNU_SOURCE
-#include <Python.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -100,6 +100,7 @@ static pthread_t deadline_thread;
 static int deadline_running, deadline_met;
 static struct timespec deadline_at; /* CLOCK_MONOTONIC */
 static char deadline_line[LINE];
+#define MAX_SECONDS 1e9 /* 31 years */
 
 static void deadline_init(void) {
   pthread_condattr_t attributes;
@@ -112,9 +113,15 @@ static void *watch_deadline(void *unused) {
   (void)unused;
   pthread_mutex_lock(&deadline_lock);
   while (!deadline_met) {
-    if (pthread_cond_timedwait(&deadline_changed, &deadline_lock, &deadline_at) == ETIMEDOUT && !deadline_met) {
+    const int waited = pthread_cond_timedwait(&deadline_changed, &deadline_lock, &deadline_at);
+    if (waited == ETIMEDOUT && !deadline_met) {
       if (write(STDERR_FILENO, deadline_line, strlen(deadline_line)) < 0) _exit(1);
       _exit(1);
+    }
+    if (waited != 0 && waited != ETIMEDOUT) { /* EINVAL, say: the wait would never end, so neither would this loop */
+      static const char error[] = "oneflow_node_watch: the deadline cannot be kept (pthread_cond_timedwait failed)\n";
+      if (write(STDERR_FILENO, error, sizeof error - 1) < 0) break;
+      break;
     }
   }
   pthread_mutex_unlock(&deadline_lock);
@@ -122,14 +129,16 @@ static void *watch_deadline(void *unused) {
 }
 
 /* Start a deadline: unless oneflow_deadline_end() is called within seconds, write line (ending in a newline) and
-   exit 1. One deadline at a time, from one thread. Returns 0, or -1 if one is running already, the line is too long
-   or no thread could be started. */
+   exit 1. One deadline at a time, from one thread. Returns 0, or -1 if one is running already, seconds is not a
+   finite number above 0, the line is too long or no thread could be started. */
 int oneflow_deadline_start(double seconds, const char *line) {
   pthread_once(&deadline_once, deadline_init);
-  if (deadline_running || strlen(line) >= LINE) return -1;
+  if (deadline_running || !(isfinite(seconds) && seconds > 0) || strlen(line) >= LINE) return -1;
+  if (seconds > MAX_SECONDS) seconds = MAX_SECONDS; /* a time_t holds it, and no wait is that long */
   clock_gettime(CLOCK_MONOTONIC, &deadline_at);
-  long nanoseconds = deadline_at.tv_nsec + (long)((seconds - (double)(time_t)seconds) * 1e9);
-  deadline_at.tv_sec += (time_t)seconds + nanoseconds / 1000000000L;
+  const double whole = floor(seconds);
+  const long nanoseconds = deadline_at.tv_nsec + (long)((seconds - whole) * 1e9); /* below 2e9: normalised below */
+  deadline_at.tv_sec += (time_t)whole + nanoseconds / 1000000000L;
   deadline_at.tv_nsec = nanoseconds % 1000000000L;
   strcpy(deadline_line, line);
   deadline_met = 0;
@@ -148,9 +157,3 @@ void oneflow_deadline_end(void) {
   pthread_join(deadline_thread, NULL);
   deadline_running = 0;
 }
-
-/* A module with nothing in it, so that pip can build and install this file as an extension; ctypes loads it. */
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "oneflow_node_watch",
-                                    "Deadlines and the lost-node line: see oneflow_node_watch.c.", -1, NULL};
-
-PyMODINIT_FUNC PyInit_oneflow_node_watch(void) { return PyModule_Create(&module); }

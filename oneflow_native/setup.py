@@ -1,8 +1,12 @@
-"""Builds the native code for OneFlow 0.9.0 as shared libraries that pip installs, each loaded by oneflow_setup.py:
+"""Builds the native code for OneFlow 0.9.0 as shared libraries that pip installs, each loaded with ctypes:
 
-- oneflow_graph_fix.c: the graph race (C);
-- oneflow_node_watch.c: deadlines for waits on other nodes, and the line that names a lost node (C);
-- oneflow_kernels.cpp: OneFlow's CPU convolutions on oneDNN (C++, against OneFlow's headers and oneDNN).
+- oneflow_graph_fix.c: the graph race (C; loaded by oneflow_setup.py);
+- oneflow_node_watch.c: deadlines for waits on other nodes, and the line that names a lost node (C; watchdog.py);
+- oneflow_kernels.cpp: OneFlow's CPU convolutions on oneDNN, max-pooling and bias gradients (C++, against
+  OneFlow's headers and oneDNN; oneflow_setup.py).
+
+They are built as Python extensions only so that pip builds and installs them: none is imported, and none includes
+Python.h, so Python's headers are not needed.
 
 pyproject.toml brings what the kernels are built against: oneflow (its headers, and the libraries the kernels
 link to, which `import oneflow` has loaded by the time they are), oneDNN and CUDA's cuda_fp16.h. Where they cannot
@@ -84,7 +88,7 @@ setup(
     cmdclass={"build_ext": BuildExt},
     ext_modules=[
         Extension("oneflow_graph_fix", ["oneflow_graph_fix.c"], libraries=["dl", "pthread"]),
-        Extension("oneflow_node_watch", ["oneflow_node_watch.c"], libraries=["pthread"]),
+        Extension("oneflow_node_watch", ["oneflow_node_watch.c"], libraries=["pthread", "m"]),
         Extension("oneflow_kernels", ["oneflow_kernels.cpp"], language="c++", optional=True, libraries=["gomp"],
                   extra_compile_args=["-std=c++17", "-O2", "-Wno-deprecated-declarations", *ONEFLOW_FLAGS]),
     ],

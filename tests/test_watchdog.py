@@ -1,0 +1,43 @@
+"""watchdog.py and oneflow_node_watch.c's deadlines: a LENET_NODE_TIMEOUT that is not a finite number of seconds
+above 0 ends a script at once with one line, and the C library refuses such a deadline rather than keep one it
+cannot (a negative or infinite wait made pthread_cond_timedwait fail at once, for ever)."""
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, run, run_script
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "-1", "-0.9", "0", "abc", ""])
+def test_a_timeout_that_is_no_time_above_0_is_one_line_and_status_2(value, tmp_path):
+    started = time.monotonic()
+    result = run_script("lenet_train.py", "--max-steps", 1, "--data-dir", ROOT / "data/mnist-5k", cwd=tmp_path,
+                        env={"LENET_NODE_TIMEOUT": value})
+    assert result.returncode == 2
+    assert result.stderr == f"error: LENET_NODE_TIMEOUT={value} is not a number of seconds above 0 (default: 60)\n"
+    assert result.stdout == "" and not (tmp_path / "lenet_models_1").exists()
+    assert time.monotonic() - started < 30  # at once: before OneFlow is imported (about 3 s)
+
+
+# The library alone, in a fresh process: it refuses what is not a time above 0, then keeps a short deadline.
+DEADLINES = f"""
+import ctypes, importlib.util, time
+library = ctypes.CDLL(importlib.util.find_spec("oneflow_node_watch").origin)
+library.oneflow_deadline_start.argtypes = [ctypes.c_double, ctypes.c_char_p]
+refused = [library.oneflow_deadline_start(s, b"not this one\\n") for s in
+           (float("inf"), float("-inf"), float("nan"), 0.0, -1.0, -0.9)]
+print(refused, flush=True)
+assert library.oneflow_deadline_start(1e300, b"not this one either\\n") == 0  # taken as 31 years: ended at once
+library.oneflow_deadline_end()
+assert library.oneflow_deadline_start(0.25, b"the deadline passed\\n") == 0
+time.sleep({60})
+"""
+
+
+def test_the_library_refuses_a_wait_that_is_no_time_and_keeps_a_short_one(tmp_path):
+    started = time.monotonic()
+    result = run([sys.executable, "-c", DEADLINES], cwd=tmp_path)
+    assert result.stdout == "[-1, -1, -1, -1, -1, -1]\n"
+    assert result.returncode == 1 and result.stderr == "the deadline passed\n"
+    assert time.monotonic() - started < 30  # the 0.25 s deadline ended the 60 s sleep
