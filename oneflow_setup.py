@@ -218,7 +218,8 @@ def kernels_missing_line(reason):
 
 @functools.lru_cache(maxsize=None)
 def load_kernels():
-    """Load oneflow_native's CPU convolutions on oneDNN into OneFlow's kernel registry; return the library (ctypes).
+    """Load oneflow_native's CPU kernels (convolutions on oneDNN, max-pooling, bias gradients) into OneFlow's kernel
+    registry; return the library (ctypes).
 
     None where LENET_KERNELS=0 or LENET_SPEEDUPS=0, and where it cannot be loaded, which one line on stderr says:
     OneFlow's own kernels then run, as they do for everything the library does not cover. Loaded as
@@ -247,6 +248,9 @@ def load_kernels():
     return library
 
 
+KERNEL_OPS = ("conv2d", "conv_data_grad", "conv_filter_grad", "reduce_sum", "max_pool_2d", "max_pool_2d_grad")
+
+
 def kernel_runs():
     """{op: runs} of oneflow_native's kernels in this process so far; None where they are not loaded."""
     library = load_kernels()
@@ -255,9 +259,6 @@ def kernel_runs():
     counts = [ctypes.c_long() for _ in KERNEL_OPS]
     library.oneflow_kernels_counts(*map(ctypes.byref, counts))
     return dict(zip(KERNEL_OPS, (count.value for count in counts)))
-
-
-KERNEL_OPS = ("conv2d", "conv_data_grad", "conv_filter_grad", "reduce_sum", "max_pool_2d", "max_pool_2d_grad")
 
 
 def on_cpu():
