@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import kernel_cases
 import oneflow_setup
 from conftest import ROOT, fixture_arrays, run, run_script
 
-CASES = Path(__file__).resolve().parent / "kernel_cases.py"
-sys.path.insert(0, str(CASES.parent))
-import kernel_cases  # noqa: E402  (beside this file)
+CASES = Path(kernel_cases.__file__)
 
 OPS = oneflow_setup.KERNEL_OPS  # the order of a case's run counts
 # What each case must have run on the kernels (every other count 0): for a convolution its three ops, and the sum
