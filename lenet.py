@@ -13,6 +13,7 @@ import oneflow_setup  # first: the libraries and CPU settings that OneFlow needs
 import oneflow as flow
 
 import gpu_probe
+import mnist_idx
 import model_folder
 import safe_files
 
@@ -171,18 +172,27 @@ def download_mnist(path, sources, progress=False):
 
 
 def load_mnist(data_dir=".", sources=None, progress=False):
-    """Return ((x_train, y_train), (x_test, y_test), path, found) from data_dir/mnist.npz, downloading it if missing.
+    """Return ((x_train, y_train), (x_test, y_test), path, found) from data_dir/mnist.npz, or else from MNIST's four
+    original files there (mnist_idx), downloading mnist.npz where there are neither.
 
     Images come as float32 (N, 1, 28, 28) in [0, 1] (pixel / 255, as the tutorial trained), labels as int32 (N,).
-    `found` says whether the file was already there. sources None means MNIST_SOURCES, looked up at the call.
+    `found` is the line saying where the data was, None where it was downloaded. sources None means MNIST_SOURCES.
     """
     path = os.path.join(data_dir, "mnist.npz")  # a str, so that it prints as ./mnist.npz
-    found = os.path.isfile(path)
-    if not found:
+    found = f"File mnist.npz already exist, path: {path}" if os.path.isfile(path) else None
+    idx = None if found else mnist_idx.find(data_dir)
+    if idx:
+        path, found = data_dir, f"MNIST's original files found in {data_dir}"
+    elif not found:
         download_mnist(path, sources or MNIST_SOURCES, progress)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
+        if idx:
+            arrays = mnist_idx.load(idx)
+        else:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+    except mnist_idx.BadFile as e:  # naming the file
+        raise InputError(str(e)) from None
     except Exception as e:  # np.load raises many kinds for a corrupt zip
         raise InputError(f"{path} is not a readable .npz file ({type(e).__name__}: {e})") from None
     missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays)

@@ -156,7 +156,7 @@ def main(argv=None):
             check, dict(batch_size=args.batch_size, device=args.device))
         print(f"device {description}")
         if found:
-            print(f"File mnist.npz already exist, path: {path}")
+            print(found)
         logits = lenet.predict(lenet.EvalGraph(lenet.place(model, device)), test_images, args.batch_size, device)
         if flow.env.get_rank() != 0:
             return  # under the launcher, the first process alone reports

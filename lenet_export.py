@@ -92,9 +92,9 @@ def main(argv=None):
         check_output(args.output)  # before the model and the data are read
         device, _ = lenet.choose_device("cpu")  # the file is the same on any device; OneFlow's reference runs here
         model = lenet.load_model(args.model_dir, device)
-        _, (images, _), path, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
+        _, (images, _), _, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
         if found:
-            print(f"File mnist.npz already exist, path: {path}")
+            print(found)
         images = images[:args.check_images]
         difference = export_checked(model, images, args.output, args.opset, device)
     except (lenet.InputError, onnx_model.CheckFailed) as e:

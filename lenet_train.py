@@ -154,7 +154,7 @@ def main(argv=None):
     def check():
         """What this process will train with, read and checked before the first step (multi_node.agreed)."""
         device, description = lenet.choose_device(args.device)
-        train_data, test_data, path, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
+        train_data, test_data, _, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
         read = {"mnist.npz": multi_node.digest(*train_data, *test_data)}
         state = None
         if args.resume:
@@ -166,15 +166,15 @@ def main(argv=None):
                 metrics = open(args.metrics, "a" if args.resume else "w")
             except OSError as e:
                 raise lenet.InputError(f"cannot write {args.metrics} ({e.strerror or e})") from None
-        return (device, description, train_data, test_data, path, found, state, metrics), read
+        return (device, description, train_data, test_data, found, state, metrics), read
 
     try:
         # Every flag but the paths, which may differ from node to node, must be the same in every process.
         same = {name: value for name, value in vars(args).items() if name not in ("data_dir", "model_dir", "metrics")}
-        device, description, train_data, test_data, path, found, state, metrics = multi_node.agreed(check, same)
+        device, description, train_data, test_data, found, state, metrics = multi_node.agreed(check, same)
         print(f"device {description}")
         if found:
-            print(f"File mnist.npz already exist, path: {path}")
+            print(found)
         with metrics if metrics is not None else contextlib.nullcontext():
             history = train(check_point, train_data, test_data, device, args.epochs, args.batch_size,
                             args.learning_rate, args.log_interval, args.seed, args.model_dir, state, args.max_steps,

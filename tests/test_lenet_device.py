@@ -68,7 +68,7 @@ def first_line(argv, capsys, monkeypatch):
     monkeypatch.setattr(lenet, "place", stop)
     monkeypatch.setattr(lenet.CheckPoint, "load", lambda self, path: None)
     digits = (np.zeros((1, 1, 28, 28), np.float32), np.zeros(1, np.int32))
-    monkeypatch.setattr(lenet, "load_mnist", lambda *args, **kwargs: (digits, digits, "./mnist.npz", True))
+    monkeypatch.setattr(lenet, "load_mnist", lambda *args, **kwargs: (digits, digits, "./mnist.npz", None))
     monkeypatch.setattr(multi_node, "agreed", lambda check, flags: check()[0])
     try:
         lenet_eval.main(argv)
