@@ -130,16 +130,17 @@ dnnl::convolution_backward_weights::primitive_desc FilterGradDesc(const Geometry
           g.pad_l, g.pad_r, ForwardDesc(g)};
 }
 
-// One argument of a primitive: its oneDNN argument id, OneFlow's plain layout of it, and whether it is written.
+// One argument of a primitive: its oneDNN argument id, OneFlow's plain layout of it, and whether it is written
+// (summed into what is there already, where `accumulates`: a filter gradient over several runs).
 struct Arg {
   int id;
   dnnl::memory::desc plain;
   bool written;
+  bool accumulates = false;
 };
 
-// Bytes for the blocked copies of a run's arguments, one buffer for each of OneFlow's threads, shared by every
-// plan: a run needs its copies only while it runs, and a thread runs one plan at a time (LeNet's largest takes
-// 6 MB; a buffer of each plan's own took 35 MB in all, 0.06 of training's peak memory).
+// Bytes for the blocked copies of a run's arguments, one buffer for each thread, shared by every plan: a run needs
+// its copies only while it runs, and a thread runs one plan at a time.
 char* ThreadBuffer(size_t bytes) {
   thread_local std::unique_ptr<char, decltype(&std::free)> buffer(nullptr, &std::free);
   thread_local size_t size = 0;
@@ -160,18 +161,26 @@ class Plan {
   template<typename Desc>
   Plan(const Desc& desc, std::vector<Arg> args) : primitive_(desc), args_(std::move(args)) {
     for (const Arg& arg : args_) {
-      Blocked blocked{desc.query_md(dnnl::query::exec_arg_md, arg.id), bytes_, {}};
-      if (blocked.desc != arg.plain) {
+      Blocked blocked{desc.query_md(dnnl::query::exec_arg_md, arg.id), bytes_, {}, {}};
+      if (blocked.desc != arg.plain || arg.accumulates) {
         blocked.reorder = arg.written ? dnnl::reorder({Engine(), blocked.desc, Engine(), arg.plain})
                                       : dnnl::reorder({Engine(), arg.plain, Engine(), blocked.desc});
         bytes_ += Aligned(blocked.desc.get_size());
+      }
+      if (arg.accumulates) {
+        dnnl::post_ops sum;
+        sum.append_sum(1.0f);
+        dnnl::primitive_attr attr;
+        attr.set_post_ops(sum);
+        blocked.reorder_sum = dnnl::reorder({Engine(), blocked.desc, Engine(), arg.plain, attr});
       }
       blocked_.push_back(blocked);
     }
   }
 
-  // Runs the primitive on data[i], the pointer of args[i], on the calling thread.
-  void Run(const std::vector<const void*>& data) const {
+  // Runs the primitive on data[i], the pointer of args[i], on the calling thread; with `sum`, what it writes to an
+  // argument that accumulates is added to the tensor's values rather than put in their place.
+  void Run(const std::vector<const void*>& data, bool sum = false) const {
     char* buffer = ThreadBuffer(bytes_);
     dnnl::stream stream(Engine());
     std::unordered_map<int, dnnl::memory> execute_args;
@@ -190,7 +199,7 @@ class Plan {
       dnnl::memory copy(blocked.desc, Engine(), buffer + blocked.offset);
       execute_args.emplace(args_[i].id, copy);
       if (args_[i].written) {
-        outputs.push_back({copy, plain, blocked.reorder});
+        outputs.push_back({copy, plain, sum && args_[i].accumulates ? blocked.reorder_sum : blocked.reorder});
       } else {
         blocked.reorder.execute(stream, plain, copy);
       }
@@ -204,7 +213,8 @@ class Plan {
   struct Blocked {
     dnnl::memory::desc desc;  // oneDNN's layout of the argument
     size_t offset;            // its place in the thread's buffer
-    dnnl::reorder reorder;    // empty where the layout is OneFlow's own
+    dnnl::reorder reorder;    // empty where the layout is OneFlow's own and nothing accumulates
+    dnnl::reorder reorder_sum;  // out of the copy and added to the tensor, for an argument that accumulates
   };
   dnnl::primitive primitive_;
   std::vector<Arg> args_;
@@ -233,6 +243,65 @@ class Plans {
   mutable std::map<Geometry, std::unique_ptr<Plan>> made_;
 };
 
+// Images a run takes at a time: as many as keep its blocked copies of x and y within kRunBytes (at least one),
+// so that a copy is still in the core's cache when the primitive reads it and a thread's buffer stays small.
+constexpr int64_t kRunBytes = 512 << 10;
+
+int64_t ImagesPerRun(const Geometry& g) {
+  auto blocked = [](int64_t channels) { return (channels + 15) / 16 * 16; };  // 8 or 16 channels a block
+  const int64_t bytes = 4 * (blocked(g.x[1]) * g.x[2] * g.x[3] + blocked(g.y[1]) * g.y[2] * g.y[3]);
+  return std::max<int64_t>(1, std::min<int64_t>(g.x[0], kRunBytes / bytes));
+}
+
+// Kernels of a backward pass alive in this process: while there are none, it only infers (lenet_eval.py,
+// lenet_test.py, the page), and a convolution's runs share the cores; otherwise each of OneFlow's threads keeps one.
+std::atomic<int> training_kernels{0};
+
+struct TrainingKernel {
+  TrainingKernel() { ++training_kernels; }
+  ~TrainingKernel() { --training_kernels; }
+};
+
+// Runs of a kernel whose parts (images, planes) shared the cores, for the tests.
+std::atomic<long> shared_runs;
+
+// Threads for a kernel's independent parts: every core while the process only infers, else one.
+int InferenceThreads() {
+  const int threads = training_kernels > 0 ? 1 : omp_get_num_procs();
+  if (threads > 1) { ++shared_runs; }
+  return threads;
+}
+
+// A tensor for a kernel's runs: its data, and the floats of one image in it (0 for a filter, read whole by each).
+struct Data {
+  const void* ptr;
+  int64_t image;
+};
+
+// Runs a kernel's plan for g over its batch, ImagesPerRun images at a time, each run on its images' part of each
+// tensor; with `accumulate` (a filter gradient, a sum over the images) the runs after the first add to what the
+// first wrote, one after the other, and otherwise the runs share the cores where no training kernel is alive.
+template<typename Make>
+void RunByImages(const Plans& plans, Geometry g, Make make, const std::vector<Data>& data, bool accumulate) {
+  const int64_t images = g.x[0], step = ImagesPerRun(g), runs = (images + step - 1) / step;
+  auto run = [&](int64_t i) {
+    const int64_t first = i * step;
+    Geometry part = g;
+    part.x[0] = part.y[0] = std::min(step, images - first);
+    std::vector<const void*> parts;
+    for (const Data& d : data) { parts.push_back(static_cast<const float*>(d.ptr) + first * d.image); }
+    plans.For(part, make).Run(parts, accumulate && i > 0);
+  };
+  if (accumulate) {
+    for (int64_t i = 0; i < runs; ++i) { run(i); }
+  } else {
+#pragma omp parallel for num_threads(InferenceThreads()) schedule(dynamic)
+    for (int64_t i = 0; i < runs; ++i) { run(i); }
+  }
+}
+
+int64_t ImageFloats(const dims& d) { return d[1] * d[2] * d[3]; }
+
 // The registry's condition: oneDNN can make the primitive for these shapes and attributes.
 template<typename Desc, Desc (*MakeDesc)(const Geometry&)>
 bool Makes(const user_op::KernelRegContext& ctx, const char* x, const char* w, const char* y) {
@@ -248,19 +317,18 @@ class ConvKernel final : public user_op::OpKernel {
   void Compute(user_op::KernelComputeContext* ctx) const override {
     Geometry g = GeometryOf(*ctx, "in", "weight", "out");
     g.bias = ctx->has_input("bias", 0);
-    user_op::Tensor* out = ctx->Tensor4ArgNameAndIndex("out", 0);
+    std::vector<Data> data{{ctx->Tensor4ArgNameAndIndex("in", 0)->dptr(), ImageFloats(g.x)},
+                           {ctx->Tensor4ArgNameAndIndex("weight", 0)->dptr(), 0},
+                           {ctx->Tensor4ArgNameAndIndex("out", 0)->dptr(), ImageFloats(g.y)}};
+    if (g.bias) { data.push_back({ctx->Tensor4ArgNameAndIndex("bias", 0)->dptr(), 0}); }
     try {
-      Plan& plan = plans_.For(g, [](const Geometry& g) {
+      RunByImages(plans_, g, [](const Geometry& g) {
         std::vector<Arg> args{{DNNL_ARG_SRC, Plain(g.x, tag::nchw), false},
                               {DNNL_ARG_WEIGHTS, Plain(g.w, tag::oihw), false},
                               {DNNL_ARG_DST, Plain(g.y, tag::nchw), true}};
         if (g.bias) { args.push_back({DNNL_ARG_BIAS, Plain({g.w[0]}, tag::x), false}); }
         return std::make_unique<Plan>(ForwardDesc(g), args);
-      });
-      std::vector<const void*> data{ctx->Tensor4ArgNameAndIndex("in", 0)->dptr(),
-                                    ctx->Tensor4ArgNameAndIndex("weight", 0)->dptr(), out->dptr()};
-      if (g.bias) { data.push_back(ctx->Tensor4ArgNameAndIndex("bias", 0)->dptr()); }
-      plan.Run(data);
+      }, data, false);
     } catch (const dnnl::error& e) { Fail("conv2d", e); }
     ++forward_runs;
   }
@@ -268,22 +336,19 @@ class ConvKernel final : public user_op::OpKernel {
   Plans plans_;
 };
 
-class ConvDataGradKernel final : public user_op::OpKernel {
+class ConvDataGradKernel final : public user_op::OpKernel, TrainingKernel {
  private:
   void Compute(user_op::KernelComputeContext* ctx) const override {
     const Geometry g = GeometryOf(*ctx, "x_like", "filter", "dy");
-    user_op::Tensor* dx = ctx->Tensor4ArgNameAndIndex("dx", 0);
     try {
-      plans_
-          .For(g,
-               [](const Geometry& g) {
-                 return std::make_unique<Plan>(
-                     DataGradDesc(g), std::vector<Arg>{{DNNL_ARG_DIFF_DST, Plain(g.y, tag::nchw), false},
-                                                       {DNNL_ARG_WEIGHTS, Plain(g.w, tag::oihw), false},
-                                                       {DNNL_ARG_DIFF_SRC, Plain(g.x, tag::nchw), true}});
-               })
-          .Run({ctx->Tensor4ArgNameAndIndex("dy", 0)->dptr(), ctx->Tensor4ArgNameAndIndex("filter", 0)->dptr(),
-                dx->dptr()});
+      RunByImages(plans_, g, [](const Geometry& g) {
+        return std::make_unique<Plan>(DataGradDesc(g), std::vector<Arg>{
+                                          {DNNL_ARG_DIFF_DST, Plain(g.y, tag::nchw), false},
+                                          {DNNL_ARG_WEIGHTS, Plain(g.w, tag::oihw), false},
+                                          {DNNL_ARG_DIFF_SRC, Plain(g.x, tag::nchw), true}});
+      }, {{ctx->Tensor4ArgNameAndIndex("dy", 0)->dptr(), ImageFloats(g.y)},
+          {ctx->Tensor4ArgNameAndIndex("filter", 0)->dptr(), 0},
+          {ctx->Tensor4ArgNameAndIndex("dx", 0)->dptr(), ImageFloats(g.x)}}, false);
     } catch (const dnnl::error& e) { Fail("conv_data_grad", e); }
     ++data_grad_runs;
   }
@@ -291,21 +356,19 @@ class ConvDataGradKernel final : public user_op::OpKernel {
   Plans plans_;
 };
 
-class ConvFilterGradKernel final : public user_op::OpKernel {
+class ConvFilterGradKernel final : public user_op::OpKernel, TrainingKernel {
  private:
   void Compute(user_op::KernelComputeContext* ctx) const override {
     const Geometry g = GeometryOf(*ctx, "x", "filter_diff", "dy");
     try {
-      plans_
-          .For(g,
-               [](const Geometry& g) {
-                 return std::make_unique<Plan>(
-                     FilterGradDesc(g), std::vector<Arg>{{DNNL_ARG_DIFF_DST, Plain(g.y, tag::nchw), false},
-                                                         {DNNL_ARG_SRC, Plain(g.x, tag::nchw), false},
-                                                         {DNNL_ARG_DIFF_WEIGHTS, Plain(g.w, tag::oihw), true}});
-               })
-          .Run({ctx->Tensor4ArgNameAndIndex("dy", 0)->dptr(), ctx->Tensor4ArgNameAndIndex("x", 0)->dptr(),
-                ctx->Tensor4ArgNameAndIndex("filter_diff", 0)->dptr()});
+      RunByImages(plans_, g, [](const Geometry& g) {
+        return std::make_unique<Plan>(FilterGradDesc(g), std::vector<Arg>{
+                                          {DNNL_ARG_DIFF_DST, Plain(g.y, tag::nchw), false},
+                                          {DNNL_ARG_SRC, Plain(g.x, tag::nchw), false},
+                                          {DNNL_ARG_DIFF_WEIGHTS, Plain(g.w, tag::oihw), true, true}});
+      }, {{ctx->Tensor4ArgNameAndIndex("dy", 0)->dptr(), ImageFloats(g.y)},
+          {ctx->Tensor4ArgNameAndIndex("x", 0)->dptr(), ImageFloats(g.x)},
+          {ctx->Tensor4ArgNameAndIndex("filter_diff", 0)->dptr(), 0}}, true);
     } catch (const dnnl::error& e) { Fail("conv_filter_grad", e); }
     ++filter_grad_runs;
   }
@@ -377,10 +440,35 @@ class MaxPoolKernel final : public user_op::OpKernel {
     for (int64_t j = 0; j < ow; ++j) {
       columns.push_back(WindowOf(j, stride[1], padding[1], kernel[1], dilation[1], w));
     }
-    const float* src = x->dptr<float>();
-    float* dst = y->mut_dptr<float>();
-    int64_t* index = ctx->Tensor4ArgNameAndIndex("indice", 0)->mut_dptr<int64_t>();
-    for (int64_t plane = 0; plane < planes; ++plane, src += h * w) {
+    const bool lenet_shape = kernel == std::vector<int32_t>{2, 2} && stride == kernel
+                             && padding == std::vector<int32_t>{0, 0} && dilation == std::vector<int32_t>{1, 1}
+                             && 2 * oh <= h && 2 * ow <= w;
+    const float* x_data = x->dptr<float>();
+    float* y_data = y->mut_dptr<float>();
+    int64_t* indices = ctx->Tensor4ArgNameAndIndex("indice", 0)->mut_dptr<int64_t>();
+#pragma omp parallel for num_threads(InferenceThreads()) schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const float* src = x_data + plane * h * w;
+      float* dst = y_data + plane * oh * ow;
+      int64_t* index = indices + plane * oh * ow;
+      if (lenet_shape) {  // LeNet's: 2x2 windows side by side, all within the plane
+        for (int64_t i = 0; i < oh; ++i) {
+          const int64_t top = 2 * i * w;
+          for (int64_t j = 0, at = top; j < ow; ++j, at += 2) {
+            float max = src[at];
+            int64_t where = at;
+            for (const int64_t k : {at + 1, at + w, at + w + 1}) {
+              if (src[k] > max || std::isnan(src[k])) {
+                max = src[k];
+                where = k;
+              }
+            }
+            *dst++ = max;
+            *index++ = where;
+          }
+        }
+        continue;
+      }
       for (const Window& row : rows) {
         for (const Window& column : columns) {
           float max = -std::numeric_limits<float>::infinity();
@@ -404,7 +492,7 @@ class MaxPoolKernel final : public user_op::OpKernel {
   bool AlwaysComputeWhenAllOutputsEmpty() const override { return false; }
 };
 
-class MaxPoolGradKernel final : public user_op::OpKernel {
+class MaxPoolGradKernel final : public user_op::OpKernel, TrainingKernel {
  private:
   void Compute(user_op::KernelComputeContext* ctx) const override {
     const user_op::Tensor* dy = ctx->Tensor4ArgNameAndIndex("dy", 0);
@@ -487,3 +575,5 @@ extern "C" void oneflow_kernels_counts(long* forward, long* data_grad, long* fil
   *pool = oneflow::pool_runs;
   *pool_grad = oneflow::pool_grad_runs;
 }
+
+extern "C" long oneflow_kernels_shared_runs() { return oneflow::shared_runs; }

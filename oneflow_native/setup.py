@@ -90,6 +90,6 @@ setup(
         Extension("oneflow_graph_fix", ["oneflow_graph_fix.c"], libraries=["dl", "pthread"]),
         Extension("oneflow_node_watch", ["oneflow_node_watch.c"], libraries=["pthread", "m"]),
         Extension("oneflow_kernels", ["oneflow_kernels.cpp"], language="c++", optional=True, libraries=["gomp"],
-                  extra_compile_args=["-std=c++17", "-O2", "-Wno-deprecated-declarations", *ONEFLOW_FLAGS]),
+                  extra_compile_args=["-std=c++17", "-O2", "-fopenmp", "-Wno-deprecated-declarations", *ONEFLOW_FLAGS]),
     ],
 )

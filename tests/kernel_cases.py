@@ -39,6 +39,13 @@ POOLS = [
 ]
 
 
+# Forward alone, first in the process, before any kernel of a backward pass exists: the kernels then share the cores
+# between a batch's parts (LeNet's two layers at batches that split into several runs with a shorter last one,
+# pooling over planes); (N, C, H, W), (O, KH, KW) for a convolution as above, kernel and stride for a pooling.
+INFERENCE_CONVOLUTIONS = [((37, 1, 28, 28), (32, 5, 5)), ((23, 32, 14, 14), (64, 5, 5))]
+INFERENCE_POOLS = [((37, 32, 28, 28), (2, 2), (2, 2)), ((5, 3, 9, 11), (3, 2), (2, 1))]
+
+
 def tensor(rng, *shape):
     """A float32 tensor of standard normal samples."""
     return flow.tensor(rng.standard_normal(shape).astype(np.float32))
@@ -84,6 +91,14 @@ def main(output):
             results[f"{name}/{i}"] = value
         results[f"{name}/runs"] = counts() - before
 
+    for i, (shape, filters) in enumerate(INFERENCE_CONVOLUTIONS):
+        record(f"infer_conv{i}", lambda rng: [F.conv2d(tensor(rng, *shape), tensor(rng, filters[0], shape[1], *filters[1:]),
+                                                       tensor(rng, filters[0]), padding=2).numpy()])
+    for i, (shape, kernel, stride) in enumerate(INFERENCE_POOLS):
+        record(f"infer_pool{i}", lambda rng: [a.numpy() for a in F.max_pool2d(tensor(rng, *shape), kernel, stride,
+                                                                              return_indices=True)])
+    library = oneflow_setup.load_kernels()
+    results["shared_runs"] = np.array(library.oneflow_kernels_shared_runs() if library else 0)
     for i, case in enumerate(CONVOLUTIONS):
         record(f"conv{i}", convolution, *case)
     for i, case in enumerate(POOLS):
