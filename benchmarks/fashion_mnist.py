@@ -7,11 +7,14 @@ The arrays have the keys, dtypes and shapes of the tutorial's mnist.npz (x_train
 so lenet_train.py --data-dir /tmp/fashion trains on them as it trains on MNIST.
 """
 import argparse
-import gzip
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import mnist_idx  # noqa: E402
 
 DEBIAN = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts its files
 
@@ -20,19 +23,12 @@ parser.add_argument("out", help="folder to write mnist.npz into (created if miss
 parser.add_argument("--source", default=DEBIAN, help=f"folder of the four .gz IDX files (default: {DEBIAN})")
 
 
-def read_idx(path):
-    """The array in a gzipped IDX file (the MNIST format): a big-endian header of dimensions, then uint8 values."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    dims = data[3]  # bytes 0-1 are zero, byte 2 the type (8: uint8), byte 3 the number of dimensions
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
 def write_npz(source, out):
-    """Write out/mnist.npz from the IDX files in source; return its path."""
-    arrays = {f"{x}_{split}": read_idx(os.path.join(source, f"{prefix}-{kind}-idx{3 if x == 'x' else 1}-ubyte.gz"))
-              for split, prefix in (("train", "train"), ("test", "t10k")) for x, kind in (("x", "images"), ("y", "labels"))}
+    """Write out/mnist.npz from the four IDX files in source (mnist_idx reads and checks them); return its path."""
+    found = mnist_idx.find(source)
+    if not found:
+        raise mnist_idx.BadFile(f"{source} holds none of MNIST's four files")
+    arrays = mnist_idx.load(found)
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "mnist.npz")
     np.savez(path, **arrays)
@@ -43,7 +39,10 @@ def main():
     args = parser.parse_args()
     if not os.path.isdir(args.source):
         sys.exit(f"error: no {args.source} (apt-get install dataset-fashion-mnist, or give --source)")
-    print(f"written {write_npz(args.source, args.out)}")
+    try:
+        print(f"written {write_npz(args.source, args.out)}")
+    except mnist_idx.BadFile as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -1,19 +1,21 @@
-"""The benchmark's bookkeeping: the median-and-range cells, the rewrite of BENCHMARKS.md's table, and the full-size
-data (Fashion-MNIST written as an mnist.npz).
+"""The benchmarks' bookkeeping: the median-and-range cells, the rewrite of BENCHMARKS.md's tables, the full-size
+data (Fashion-MNIST written as an mnist.npz), and the full MNIST's checks and table.
 
-The benchmark itself (benchmarks/bench.py) is run by hand; no test times anything.
+The benchmarks themselves (benchmarks/bench.py, benchmarks/full_mnist.py) are run by hand; no test times anything.
 """
 import gzip
+import hashlib
 import sys
 
 import numpy as np
 
 import lenet
-from conftest import ROOT
+from conftest import ROOT, run
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
 import fashion_mnist  # noqa: E402
+import full_mnist  # noqa: E402
 
 
 def test_summary_gives_the_median_and_the_range():
@@ -70,3 +72,23 @@ def test_write_section_keeps_the_other_sections(tmp_path):
     bench.write_section(path, "<!-- other:start -->\nno crashes\n<!-- other:end -->")
     assert path.read_text() == (f"# Benchmarks\n\n{bench.MARK_START}\nspeed\n{bench.MARK_END}\n\n"
                                 "<!-- other:start -->\nno crashes\n<!-- other:end -->\n")
+
+
+def test_full_mnist_refuses_files_that_are_not_mnists(tmp_path):
+    for name in full_mnist.MD5:
+        write_idx(tmp_path / name, np.zeros(3, np.uint8))
+    result = run([sys.executable, ROOT / "benchmarks/full_mnist.py", "--idx", tmp_path, "--work", tmp_path / "work"],
+                 cwd=tmp_path)
+    assert result.returncode == 1
+    first = tmp_path / next(iter(full_mnist.MD5))
+    assert result.stderr.strip() == (f"error: {first} has MD5 {hashlib.md5(first.read_bytes()).hexdigest()}, "
+                                     f"not MNIST's {full_mnist.MD5[first.name]}")
+
+
+def test_full_mnist_table_has_a_column_a_run_and_a_dash_where_none_ran():
+    run_ = dict(accuracies=[98.0, 99.25], seconds=90, rss=600.4, images=1000.0, load=0.1, date="2026-12-02 10:00 UTC")
+    lines = full_mnist.table({("oneflow", 1): run_}, epochs=2, seeds=[0, 1])
+    assert lines[0] == "| | OneFlow, seed 0 | OneFlow, seed 1 | PyTorch, seed 0 | PyTorch, seed 1 |"
+    assert lines[2] == "| test accuracy after epoch 1, % | - | 98.00 | - | - |"
+    assert lines[4] == "| **test accuracy after 2 epochs, %** | - | **99.25** | - | - |"
+    assert "| wall time, min | - | 1.5 | - | - |" in lines and "| peak resident memory, MiB | - | 600 | - | - |" in lines
