@@ -1,4 +1,5 @@
 """Data-parallel training with OneFlow's own launcher: 2 CPU processes, as on a machine without GPUs."""
+import json
 import os
 import re
 import shlex
@@ -7,38 +8,39 @@ import subprocess
 
 import numpy as np
 
-from conftest import (CLEAN_ENV, MNIST_ACCURACY, ROOT, TRAIN_FLAGS, Lines, in_mount_namespace, initialised, launch,
-                      launcher, run, run_script, started, wait, weights)
+from conftest import (CLEAN_ENV, ROOT, Lines, in_mount_namespace, launch, launcher, run, run_script, started,
+                      wait, weights)
 
 
-def test_one_step_in_two_processes_equals_one_step_in_one(data_dir):
-    flags = ["--max-steps", 1, "--batch-size", 50, "--seed", 3]
-    one = run_script("lenet_train.py", *flags, "--model-dir", "one", cwd=data_dir)
-    two = launch("lenet_train.py", *flags, "--model-dir", "two", cwd=data_dir)
-    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
-    a, b = weights(data_dir / "one"), weights(data_dir / "two")
-    start = {name: p.numpy() for name, p in initialised(3).state_dict().items()}
-    for name in a:
-        assert not np.array_equal(a[name], start[name]), name  # the step did change every tensor
-        # The same global batch, dropout masks and learning rate; only the order of float sums differs.
-        assert np.abs(a[name] - b[name]).max() < 1e-6, name
-
-
-def test_two_processes_train_a_model_that_one_process_evaluates(data_dir):
-    result = launch("lenet_train.py", *TRAIN_FLAGS, cwd=data_dir)
+def test_two_processes_train_as_one_does_and_one_process_evaluates_their_model(data_dir):
+    flags = ["--epochs", 2, "--batch-size", 50, "--metrics", "metrics.jsonl"]
+    one_process = data_dir / "one"
+    one_process.mkdir()
+    one = run_script("lenet_train.py", *flags, "--data-dir", data_dir, cwd=one_process)
+    assert one.returncode == 0, one.stderr
+    result = launch("lenet_train.py", *flags, cwd=data_dir)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     devices = [line for line in lines if line.startswith("device ")]
     # Once, after the launcher's own banner, with this machine's reason for the CPU (no driver, no GPU visible).
     assert len(devices) == 1 and devices[0].startswith("device cpu x 2 processes (data-parallel; "), devices
     assert lines.count("model saved to ./lenet_models_1") == 1  # the second process prints nothing
-    assert sorted(os.listdir(data_dir)) == ["lenet_models_1", "mnist.npz"]  # and writes nothing
+    assert sorted(os.listdir(data_dir)) == ["lenet_models_1", "metrics.jsonl", "mnist.npz", "one"]  # nor writes
+    # The same global batches, dropout masks and learning rate; only the order of float sums may differ (the
+    # weights came out bit for bit the same here, the second epoch's mean loss 2.4e-7 apart).
+    losses = [[json.loads(line)["loss"] for line in (folder / "metrics.jsonl").read_text().splitlines()]
+              for folder in (data_dir, one_process)]
+    assert len(losses[0]) == 2
+    np.testing.assert_allclose(*losses, rtol=1e-5)
+    a, b = weights(data_dir / "lenet_models_1"), weights(one_process / "lenet_models_1")
+    for name in a:
+        assert np.abs(a[name] - b[name]).max() < 1e-6, name
 
     single = run_script("lenet_eval.py", cwd=data_dir)
     assert single.returncode == 0, single.stderr
     accuracy = float(re.fullmatch(r"accuracy: ([\d.]+)%", single.stdout.splitlines()[-1])[1])
-    assert accuracy > MNIST_ACCURACY  # the single-process threshold
-    assert f"test accuracy {accuracy:.1f}%" in lines[-2]
+    assert f"test accuracy {accuracy:.1f}%" in lines[-2]  # the model saved is the one trained
+    assert f"test accuracy {accuracy:.1f}%" in one.stdout.splitlines()[-2]
 
     both = launch("lenet_eval.py", cwd=data_dir)
     assert both.returncode == 0, both.stderr

@@ -256,15 +256,17 @@ def test_twenty_requests_at_once_are_all_answered(app, reference, tmp_path):
     assert answers == [(digit, expected[digit]) for digit, _ in jobs]
 
 
-def test_two_thousand_requests_twenty_at_once_leave_the_server_up(server, app, reference, tmp_path):
-    # 2,000 graph runs of one image each: without oneflow_graph_fix an idle machine's server died after some hundreds.
+def test_four_hundred_requests_twenty_at_once_leave_the_server_up(server, app, reference, tmp_path):
+    # 400 graph runs of one image each, 20 at once: the server stays up and answers each with its digit. That the
+    # graph fix keeps thousands of short runs safe is test_oneflow_graph_fix.py's (without it an idle machine's
+    # server died after some hundreds); benchmarks/app_soak.py soaks 3 rounds of 10,000 (BENCHMARKS.md).
     pngs = digit_pngs(tmp_path)
     files = [*pngs.values(), *(transparent_png(path, tmp_path / f"{digit}-ink.png") for digit, path in pngs.items())]
     expected = {path: str(reference(digit_image.load_image(path)).argmax()) for path in files}
-    result = app_soak.soak(app, files, expected, requests=2000, clients=20, process=server[0])
+    result = app_soak.soak(app, files, expected, requests=400, clients=20, process=server[0])
     assert_alive(server)
     assert result["errors"] == [] and result["wrong"] == []
-    assert len(result["latencies"]) == 2000
+    assert len(result["latencies"]) == 400
 
 
 def test_an_upload_its_client_leaves_midway_logs_no_traceback(server, client, tmp_path):

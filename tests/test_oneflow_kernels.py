@@ -96,24 +96,18 @@ def train(folder, setting, *flags):
 
 def test_training_steps_on_the_kernels_are_oneflows_own(tmp_path):
     """The first 5 steps of lenet_train.py: the same mean loss and weights as on OneFlow's own kernels, to 1e-5 (a
-    convolution's sums in another order: 1.0e-7 of the loss and 2e-7 of the largest weight seen)."""
+    convolution's sums in another order: 1.0e-7 of the loss and 2e-7 of the largest weight seen).
+
+    Longer runs cannot be compared so: training at the tutorial's learning rate amplifies any rounding difference.
+    On data/mnist-5k, after 9 equal steps a near tie in a ReLU or a pooling window goes the other way and the runs
+    part as two seeds would: two epochs on the kernels ended 2.1e-2 from OneFlow's own in loss and 0.8 points in
+    test accuracy, and OneFlow's own kernels with OpenBLAS for MKL 3.5e-3 and 0.1 points. What a longer run reaches
+    on the kernels is the fixture model's accuracy, which every test of a trained model checks."""
     (ours, our_model), (oneflows, oneflows_model) = (
         train(tmp_path / setting, setting, "--epochs", 1, "--max-steps", 5) for setting in ("1", "0"))
     assert abs(ours[0]["loss"] - oneflows[0]["loss"]) < 1e-5 * oneflows[0]["loss"]
     for name, weights in oneflows_model.items():
         np.testing.assert_allclose(our_model[name], weights, rtol=0, atol=1e-5 * np.abs(weights).max(), err_msg=name)
-
-
-def test_two_epochs_on_the_kernels_end_where_oneflows_own_do(tmp_path):
-    """Two epochs: the loss and test accuracy of OneFlow's own kernels, as far as rounding lets training follow.
-
-    Training at the tutorial's learning rate amplifies any rounding difference: after 9 equal steps a near tie in a
-    ReLU or a pooling window goes the other way, and the runs part as two seeds would. OneFlow's own kernels with
-    OpenBLAS for MKL part the same way: epoch 1's loss 4.8e-3 apart, epoch 2's 3.5e-3, the accuracy 0.1 points;
-    the kernels: 1.0e-2, 2.1e-2 and 0.8 points. A wrong kernel fails the test above at its first step."""
-    (ours, _), (oneflows, _) = (train(tmp_path / setting, setting, "--epochs", 2) for setting in ("1", "0"))
-    assert abs(ours[1]["loss"] - oneflows[1]["loss"]) < 0.05
-    assert abs(ours[1]["accuracy"] - oneflows[1]["accuracy"]) <= 2.0
 
 
 # lenet_test.py in a Python that finds no oneflow_kernels, as where pip could not build it.
