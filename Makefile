@@ -13,7 +13,7 @@ app: $(VENV)/.installed
 	$(PYTHON) lenet_app.py $(ARGS)
 
 test: $(VENV)/.installed
-	$(PYTHON) -m pytest -q -rs tests $(ARGS)
+	$(PYTHON) -m pytest -q -rs --durations=25 tests $(ARGS)
 
 # Each candidate is run, not just looked up: a pyenv shim exists even for versions it will not run.
 $(VENV)/.installed: requirements.txt $(wildcard oneflow_native/*.c oneflow_native/*.cpp oneflow_native/*.py oneflow_native/*.toml oneflow_native/glog/*.h)
