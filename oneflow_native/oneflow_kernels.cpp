@@ -265,11 +265,18 @@ struct TrainingKernel {
 // Runs of a kernel whose parts (images, planes) shared the cores, for the tests.
 std::atomic<long> shared_runs;
 
-// Threads for a kernel's independent parts: every core while the process only infers, else one.
-int InferenceThreads() {
-  const int threads = training_kernels > 0 ? 1 : omp_get_num_procs();
-  if (threads > 1) { ++shared_runs; }
-  return threads;
+// Calls body(i) for each i in [0, n): where `independent` and the process only infers, on every core (OpenMP);
+// otherwise one after the other on the calling thread, with no OpenMP team (which costs even with one thread).
+template<typename Body>
+void ForEach(int64_t n, bool independent, const Body& body) {
+  const int threads = independent && training_kernels == 0 ? omp_get_num_procs() : 1;
+  if (threads > 1 && n > 1) {
+    ++shared_runs;
+#pragma omp parallel for num_threads(threads) schedule(dynamic)
+    for (int64_t i = 0; i < n; ++i) { body(i); }
+  } else {
+    for (int64_t i = 0; i < n; ++i) { body(i); }
+  }
 }
 
 // A tensor for a kernel's runs: its data, and the floats of one image in it (0 for a filter, read whole by each).
@@ -292,12 +299,7 @@ void RunByImages(const Plans& plans, Geometry g, Make make, const std::vector<Da
     for (const Data& d : data) { parts.push_back(static_cast<const float*>(d.ptr) + first * d.image); }
     plans.For(part, make).Run(parts, accumulate && i > 0);
   };
-  if (accumulate) {
-    for (int64_t i = 0; i < runs; ++i) { run(i); }
-  } else {
-#pragma omp parallel for num_threads(InferenceThreads()) schedule(dynamic)
-    for (int64_t i = 0; i < runs; ++i) { run(i); }
-  }
+  ForEach(runs, !accumulate, run);
 }
 
 int64_t ImageFloats(const dims& d) { return d[1] * d[2] * d[3]; }
@@ -446,8 +448,7 @@ class MaxPoolKernel final : public user_op::OpKernel {
     const float* x_data = x->dptr<float>();
     float* y_data = y->mut_dptr<float>();
     int64_t* indices = ctx->Tensor4ArgNameAndIndex("indice", 0)->mut_dptr<int64_t>();
-#pragma omp parallel for num_threads(InferenceThreads()) schedule(static)
-    for (int64_t plane = 0; plane < planes; ++plane) {
+    ForEach(planes, true, [&](int64_t plane) {
       const float* src = x_data + plane * h * w;
       float* dst = y_data + plane * oh * ow;
       int64_t* index = indices + plane * oh * ow;
@@ -467,7 +468,7 @@ class MaxPoolKernel final : public user_op::OpKernel {
             *index++ = where;
           }
         }
-        continue;
+        return;
       }
       for (const Window& row : rows) {
         for (const Window& column : columns) {
@@ -486,7 +487,7 @@ class MaxPoolKernel final : public user_op::OpKernel {
           *index++ = at;
         }
       }
-    }
+    });
     ++pool_runs;
   }
   bool AlwaysComputeWhenAllOutputsEmpty() const override { return false; }
