@@ -232,8 +232,8 @@ def choose_device(name=None):
     """Return (device, description): `name` if given ("cpu", "cuda", "cuda:N"), else the first GPU OneFlow can use, else the CPU.
 
     Under OneFlow's launcher (python -m oneflow.distributed.launch) the device is a flow.placement over every
-    process, each on the GPU of its local rank or on its CPU, for data-parallel training. With "cpu" nothing
-    about the GPUs is asked.
+    process, each on the GPU of its local rank or on its CPU, for data-parallel training. With "cpu" the driver
+    is asked nothing (OneFlow's import has counted the GPUs already).
     """
     kind, _, index = (name or "").partition(":")
     if name is not None and (kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit()))):
