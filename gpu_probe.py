@@ -112,10 +112,18 @@ def visible(numbers):
     return ",".join(shown[n] if n < len(shown) else str(n) for n in numbers)
 
 
-def choose(name, processes=1, local_rank=0):
+CPU_BUILD = "this OneFlow is a CPU build, which runs on no GPU (pip install oneflow==0.9.0 from PyPI is the CUDA one)"
+
+
+def choose(name, processes=1, local_rank=0, cuda_build=True):
     """(number, note) for --device name ("cuda", "cuda:N" or None for the best there is): cuda:number, or None for the
     CPU, and why the other GPUs cannot be used. Raises Unavailable where name, or under the launcher this process's
-    local rank, asks for a GPU OneFlow cannot run on."""
+    local rank, asks for a GPU OneFlow cannot run on. cuda_build: whether OneFlow was built with CUDA
+    (oneflow.sysconfig.with_cuda(); 0.9.0+cpu, a CPU build, satisfies the pin oneflow==0.9.0 too)."""
+    if not cuda_build:  # whatever the driver shows
+        if name is None:
+            return None, CPU_BUILD
+        raise Unavailable(f"device {name!r} is not available: {CPU_BUILD} (use --device cpu)")
     gpus, reason = probe()
     problems = [problem(i, gpus, reason) for i in range(max(len(gpus), 1))]
     usable = [i for i, why in enumerate(problems) if why is None]

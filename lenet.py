@@ -11,6 +11,7 @@ import numpy as np
 
 import oneflow_setup  # first: the libraries and CPU settings that OneFlow needs before its import
 import oneflow as flow
+import oneflow.sysconfig  # flow.sysconfig.with_cuda(): whether this OneFlow is a CUDA build
 
 import gpu_probe
 import mnist_idx
@@ -244,7 +245,7 @@ def choose_device(name=None):
     number, note = None, ""
     if name != "cpu":
         try:
-            number, note = gpu_probe.choose(name, processes, flow.env.get_local_rank())
+            number, note = gpu_probe.choose(name, processes, flow.env.get_local_rank(), flow.sysconfig.with_cuda())
         except gpu_probe.Unavailable as e:
             raise InputError(str(e)) from None
     kind = "cpu" if number is None else "cuda"

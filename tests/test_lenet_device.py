@@ -149,6 +149,15 @@ def test_each_machine_gives_its_device_line_or_error(case, machine, capsys, monk
         assert set(driver.calls) <= CONTEXT_FREE
 
 
+@pytest.mark.parametrize("argv, status, line", [
+    ([], None, f"device cpu ({gpu_probe.CPU_BUILD})"),
+    (["--device", "cuda"], 1, f"error: device 'cuda' is not available: {gpu_probe.CPU_BUILD} (use --device cpu)")])
+def test_a_cpu_build_of_oneflow_runs_on_the_cpu_beside_a_gpu(argv, status, line, machine, capsys, monkeypatch):
+    machine(FakeDriver([A100]))  # a GPU OneFlow's CUDA build would run on
+    monkeypatch.setattr(flow.sysconfig, "with_cuda", lambda: False)
+    assert first_line(argv, capsys, monkeypatch) == (status, line)
+
+
 def test_the_hint_names_the_gpus_as_cuda_visible_devices_names_them(machine, capsys, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # cuda:0 and cuda:1 of this process are GPUs 3 and 5
     machine(FakeDriver([H200, A100]), processes=2, local_rank=0)
