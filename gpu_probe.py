@@ -34,12 +34,21 @@ class DriverError(Exception):
     """A CUDA driver call that returned an error; the message names the call and the error."""
 
 
+# The driver's functions the probe calls, all of which create no CUDA context.
+FUNCTIONS = ("cuDriverGetVersion", "cuInit", "cuDeviceGetCount", "cuDeviceGet", "cuDeviceGetName",
+             "cuDeviceGetAttribute", "cuGetErrorName")
+
+
 def load_library():
-    """The CUDA driver library (a ctypes.CDLL), or None where there is none. Tests replace it with a fake driver."""
+    """The CUDA driver library (a ctypes.CDLL), or None where there is none; an OSError, with the loader's own text,
+    where it is there but cannot be loaded (another ELF class, a dependency missing, no permission). Tests replace
+    it with a fake driver."""
     try:
         return ctypes.CDLL(LIBRARY)
-    except OSError:
-        return None
+    except OSError as e:
+        if str(e).startswith(f"{LIBRARY}: cannot open shared object file: No such file or directory"):
+            return None
+        raise
 
 
 def error_name(library, code):
@@ -60,9 +69,15 @@ def call(library, function, *args):
 def probe():
     """(gpus, reason): [(name, (major, minor))] of the GPUs the driver shows this process, cuda:0 first, and why
     that list is empty (None where it is not)."""
-    library = load_library()
+    try:
+        library = load_library()
+    except OSError as e:
+        return [], f"the NVIDIA driver's {LIBRARY} cannot be loaded ({e})"
     if library is None:
         return [], NO_DRIVER
+    missing = [function for function in FUNCTIONS if not hasattr(library, function)]  # each a dlsym
+    if missing:
+        return [], f"{LIBRARY} has no {', '.join(missing)}: a driver too old for CUDA 11, or not NVIDIA's"
     try:
         version = ctypes.c_int()
         # Asked before cuInit: its documented answers are CUDA_SUCCESS and CUDA_ERROR_INVALID_VALUE, never

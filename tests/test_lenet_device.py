@@ -158,6 +158,41 @@ def test_a_cpu_build_of_oneflow_runs_on_the_cpu_beside_a_gpu(argv, status, line,
     assert first_line(argv, capsys, monkeypatch) == (status, line)
 
 
+class Without:
+    """A fake driver without some of its functions, as an old driver or a stand-in library may be."""
+
+    def __init__(self, driver, *missing):
+        self.driver, self.missing = driver, missing
+
+    def __getattr__(self, name):
+        if name in self.missing:
+            raise AttributeError(f"/usr/lib/libcuda.so.1: undefined symbol: {name}")
+        return getattr(self.driver, name)
+
+
+def test_a_driver_without_a_function_the_probe_calls_is_named(machine, capsys, monkeypatch):
+    machine(Without(FakeDriver([A100]), "cuGetErrorName", "cuDeviceGetAttribute"))
+    assert first_line([], capsys, monkeypatch) == (None, (
+        "device cpu (libcuda.so.1 has no cuDeviceGetAttribute, cuGetErrorName: a driver too old for CUDA 11, "
+        "or not NVIDIA's)"))
+
+
+@pytest.mark.parametrize("error, reason", [
+    ("libcuda.so.1: cannot open shared object file: No such file or directory", NO_DRIVER),
+    ("libcuda.so.1: wrong ELF class: ELFCLASS32",
+     "the NVIDIA driver's libcuda.so.1 cannot be loaded (libcuda.so.1: wrong ELF class: ELFCLASS32)"),
+    ("libnvidia-ptxjitcompiler.so.1: cannot open shared object file: No such file or directory",
+     "the NVIDIA driver's libcuda.so.1 cannot be loaded (libnvidia-ptxjitcompiler.so.1: cannot open shared "
+     "object file: No such file or directory)"),
+])
+def test_a_driver_that_cannot_be_loaded_is_named_with_the_loaders_text(error, reason, monkeypatch):
+    def cdll(name):
+        assert name == "libcuda.so.1"
+        raise OSError(error)
+    monkeypatch.setattr(gpu_probe.ctypes, "CDLL", cdll)
+    assert gpu_probe.probe() == ([], reason)
+
+
 def test_the_hint_names_the_gpus_as_cuda_visible_devices_names_them(machine, capsys, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # cuda:0 and cuda:1 of this process are GPUs 3 and 5
     machine(FakeDriver([H200, A100]), processes=2, local_rank=0)
