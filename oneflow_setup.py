@@ -49,6 +49,15 @@ def load_graph_fix():
     return ctypes.CDLL(spec.origin, mode=ctypes.RTLD_GLOBAL)
 
 
+def check_graph_fix(library):
+    """Exit with one line where oneflow_graph_fix (a ctypes library, or None) does not fit the OneFlow imported: a
+    OneFlow whose graph-queue methods have other names than 0.9.0's would never call the fix, and race on."""
+    if library is not None and not library.oneflow_graph_fix_check():
+        sys.exit(f"error: oneflow_graph_fix is made for oneflow 0.9.0, and this oneflow {flow.__version__} has not "
+                 f"its LazyJobStreamPolicy methods: pip install -r requirements.txt (LENET_GRAPH_FIX=0 runs "
+                 f"without the fix)")
+
+
 def graph_runs():
     """(runs recorded, runs ended, runs that ended before OneFlow recorded them) of every nn.Graph in this process so
     far, as oneflow_graph_fix counted them; None without it."""
@@ -172,6 +181,8 @@ with _MEETING:
 _THREADS_OF_ONEFLOW = set(os.listdir("/proc/self/task")) - _THREADS_BEFORE if _THREADS_BEFORE is not None else set()
 
 import oneflow as flow  # noqa: E402  (imported above, after the settings)
+
+check_graph_fix(GRAPH_FIX)
 
 
 # ---------------------------------------------------------------------------------------------

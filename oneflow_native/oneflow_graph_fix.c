@@ -46,7 +46,8 @@ static int find_liboneflow(struct dl_phdr_info *info, size_t size, void *path) {
   return 1;
 }
 
-/* OneFlow's own methods, from liboneflow (not in the global scope: its handle is searched directly). */
+/* OneFlow's own methods, from liboneflow (not in the global scope: its handle is searched directly). A OneFlow
+   whose methods have other names never calls this library's either: oneflow_graph_fix_check says so. */
 static void resolve(void) {
   const char *path = NULL;
   dl_iterate_phdr(find_liboneflow, &path);
@@ -55,11 +56,21 @@ static void resolve(void) {
     oneflow_enqueue = (void (*)(void *, const void *))dlsym(liboneflow, ENQUEUE);
     oneflow_dequeue = (void (*)(void *))dlsym(liboneflow, DEQUEUE);
   }
+}
+
+static void resolve_or_abort(void) {
+  pthread_once(&resolved, resolve);
   if (!oneflow_enqueue || !oneflow_dequeue) {
-    fprintf(stderr, "oneflow_graph_fix: LazyJobStreamPolicy's methods not found in liboneflow (%s); "
-                    "it is made for oneflow 0.9.0\n", path ? path : "not loaded");
+    fprintf(stderr, "oneflow_graph_fix: LazyJobStreamPolicy's methods not found in liboneflow; "
+                    "it is made for oneflow 0.9.0\n");
     abort();
   }
+}
+
+/* 1 where liboneflow is loaded and has both methods under 0.9.0's names (so that its calls come here), else 0. */
+int oneflow_graph_fix_check(void) {
+  pthread_once(&resolved, resolve);
+  return oneflow_enqueue && oneflow_dequeue;
 }
 
 static int stream_of(void *policy) {
@@ -76,7 +87,7 @@ static int stream_of(void *policy) {
 /* oneflow::vm::LazyJobStreamPolicy::EnqueueNNGraph(const std::shared_ptr<NNGraphIf>&) */
 void _ZN7oneflow2vm19LazyJobStreamPolicy14EnqueueNNGraphERKSt10shared_ptrINS_9NNGraphIfEE(void *policy,
                                                                                           const void *graph) {
-  pthread_once(&resolved, resolve);
+  resolve_or_abort();
   pthread_mutex_lock(&lock);
   int i = stream_of(policy);
   enqueued++;
@@ -91,7 +102,7 @@ void _ZN7oneflow2vm19LazyJobStreamPolicy14EnqueueNNGraphERKSt10shared_ptrINS_9NN
 
 /* oneflow::vm::LazyJobStreamPolicy::DequeueNNGraph() */
 void _ZN7oneflow2vm19LazyJobStreamPolicy14DequeueNNGraphEv(void *policy) {
-  pthread_once(&resolved, resolve);
+  resolve_or_abort();
   pthread_mutex_lock(&lock);
   int i = stream_of(policy);
   dequeued++;

@@ -5,6 +5,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 import lenet
 import oneflow_setup
@@ -49,3 +50,23 @@ def test_a_run_that_ends_before_it_is_recorded_leaves_oneflows_queue_alone():
     result = run([sys.executable, "-c", OVERTAKEN], cwd=ROOT)
     assert result.returncode == 0, result.stderr  # OneFlow's own methods were not called on the empty queue
     assert result.stdout == "1 1 1\n"  # recorded 1, ended 1, of which 1 ended before it was recorded
+
+
+def test_beside_no_liboneflow_of_0_9_0s_names_the_check_fails(tmp_path):
+    # In a process without OneFlow the fix finds no liboneflow, as beside a OneFlow whose methods are named otherwise.
+    check = f"import ctypes; print(ctypes.CDLL({oneflow_setup.GRAPH_FIX._name!r}).oneflow_graph_fix_check())"
+    result = run([sys.executable, "-c", check], cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == "0\n", result.stderr
+    assert oneflow_setup.GRAPH_FIX.oneflow_graph_fix_check() == 1  # beside this OneFlow 0.9.0
+
+
+def test_a_fix_that_does_not_fit_oneflow_stops_with_one_line():
+    class Unfit:  # the fix as it answers beside a OneFlow whose methods are named otherwise (the test above)
+        def oneflow_graph_fix_check(self):
+            return 0
+    with pytest.raises(SystemExit) as exit:
+        oneflow_setup.check_graph_fix(Unfit())
+    assert exit.value.code == (f"error: oneflow_graph_fix is made for oneflow 0.9.0, and this oneflow "
+                               f"{lenet.flow.__version__} has not its LazyJobStreamPolicy methods: pip install -r "
+                               f"requirements.txt (LENET_GRAPH_FIX=0 runs without the fix)")
+    oneflow_setup.check_graph_fix(None)  # LENET_GRAPH_FIX=0: nothing to check
