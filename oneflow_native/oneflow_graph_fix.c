@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define ENQUEUE "_ZN7oneflow2vm19LazyJobStreamPolicy14EnqueueNNGraphERKSt10shared_ptrINS_9NNGraphIfEE"
 #define DEQUEUE "_ZN7oneflow2vm19LazyJobStreamPolicy14DequeueNNGraphEv"
@@ -39,6 +40,11 @@ static struct {
   long overtaken; /* runs that ended before they were recorded, whose EnqueueNNGraph is still to come */
 } streams[POLICIES];
 static long enqueued, dequeued, ended_first; /* counts since the start, for tests and the benchmark */
+/* For tests only, read once: LENET_GRAPH_FIX_DELAY_US=N holds every EnqueueNNGraph N microseconds before it
+   records its run, so that each short run ends first (the race, every time); LENET_GRAPH_FIX_OFF=1 then passes
+   both calls straight to OneFlow's methods, as without the fix, to see what the race does. */
+static long delay_us;
+static int off;
 
 static int find_liboneflow(struct dl_phdr_info *info, size_t size, void *path) {
   if (strstr(info->dlpi_name, "/liboneflow") == NULL) return 0;
@@ -56,6 +62,9 @@ static void resolve(void) {
     oneflow_enqueue = (void (*)(void *, const void *))dlsym(liboneflow, ENQUEUE);
     oneflow_dequeue = (void (*)(void *))dlsym(liboneflow, DEQUEUE);
   }
+  const char *delay = getenv("LENET_GRAPH_FIX_DELAY_US"), *fix_off = getenv("LENET_GRAPH_FIX_OFF");
+  delay_us = delay ? atol(delay) : 0;
+  off = fix_off && strcmp(fix_off, "1") == 0;
 }
 
 static void resolve_or_abort(void) {
@@ -88,10 +97,13 @@ static int stream_of(void *policy) {
 void _ZN7oneflow2vm19LazyJobStreamPolicy14EnqueueNNGraphERKSt10shared_ptrINS_9NNGraphIfEE(void *policy,
                                                                                           const void *graph) {
   resolve_or_abort();
+  if (delay_us > 0) usleep((useconds_t)delay_us);
   pthread_mutex_lock(&lock);
   int i = stream_of(policy);
   enqueued++;
-  if (streams[i].overtaken > 0) {
+  if (off) {
+    oneflow_enqueue(policy, graph);
+  } else if (streams[i].overtaken > 0) {
     streams[i].overtaken--; /* this run has ended already: recording it would leave it in the queue for ever */
   } else {
     oneflow_enqueue(policy, graph);
@@ -106,7 +118,9 @@ void _ZN7oneflow2vm19LazyJobStreamPolicy14DequeueNNGraphEv(void *policy) {
   pthread_mutex_lock(&lock);
   int i = stream_of(policy);
   dequeued++;
-  if (streams[i].recorded == 0) {
+  if (off) {
+    oneflow_dequeue(policy);
+  } else if (streams[i].recorded == 0) {
     streams[i].overtaken++; /* ended before its EnqueueNNGraph: OneFlow's pop() would find an empty queue */
     ended_first++;
   } else {

@@ -26,10 +26,9 @@ def test_every_graph_run_goes_through_the_fix():
     deadline = time.monotonic() + DEADLINE
     while since_before()[1] < 10 and time.monotonic() < deadline:
         time.sleep(0.001)  # between looks at the counts
-    recorded, ended, ended_first = since_before()
+    recorded, ended, _ = since_before()
     # The first call compiles the graph, which runs nothing; then 10 runs, each recorded once and ended once.
-    assert recorded == 10 and ended == 10
-    assert 0 <= ended_first <= 10
+    assert recorded == 10 and ended == 10  # how many ended first depends on the machine: the test below makes them
 
 
 # In a fresh process: OneFlow's stream object played by a zeroed buffer, on which OneFlow's own DequeueNNGraph would
@@ -50,6 +49,46 @@ def test_a_run_that_ends_before_it_is_recorded_leaves_oneflows_queue_alone():
     result = run([sys.executable, "-c", OVERTAKEN], cwd=ROOT)
     assert result.returncode == 0, result.stderr  # OneFlow's own methods were not called on the empty queue
     assert result.stdout == "1 1 1\n"  # recorded 1, ended 1, of which 1 ended before it was recorded
+
+
+# A training graph and an evaluation graph taking turns, each run of a batch of 2 waited for: RUNS of each.
+ALTERNATING = f"""
+import sys, time
+sys.path.insert(0, {str(ROOT)!r})
+import numpy as np
+import lenet, oneflow_setup
+from lenet import flow
+from lenet_train import TrainGraph
+device, _ = lenet.choose_device("cpu")
+model = lenet.place(lenet.LeNet(), device)
+train = TrainGraph(model, flow.optim.SGD(model.parameters(), lr=0.1))
+evaluate = lenet.EvalGraph(model)
+images, rng = np.zeros((2, 1, 28, 28), np.float32), np.random.default_rng(0)
+for _ in range(int(sys.argv[1])):
+    loss = train(*(lenet.to_tensor(a, device) for a in (images, np.zeros(2, np.int32), np.ones(2, np.float32),
+                                                          lenet.dropout_mask(rng, 2))))
+    lenet.to_numpy(loss)
+    lenet.predict(evaluate, images, 2, device)
+# A run's outputs come before its recording (held here) is done: wait for the last one.
+deadline = time.monotonic() + {DEADLINE}
+while oneflow_setup.graph_runs()[0] < 2 * int(sys.argv[1]) and time.monotonic() < deadline:
+    time.sleep(0.001)
+print(*oneflow_setup.graph_runs())
+"""
+
+
+def test_runs_that_all_end_before_they_are_recorded_keep_the_process_alive(tmp_path):
+    # The race nearly every time: each EnqueueNNGraph held 30 ms (a run of 2 images takes about 2), a test-only
+    # setting of the fix. With LENET_GRAPH_FIX_OFF=1 as well (OneFlow's own pop on an empty queue) this very run
+    # died of SIGSEGV.
+    runs = 20
+    result = run([sys.executable, "-c", ALTERNATING, runs], cwd=tmp_path, env={"LENET_GRAPH_FIX_DELAY_US": "30000"})
+    assert result.returncode == 0, result.stderr
+    recorded, ended, ended_first = map(int, result.stdout.split()[-3:])
+    assert recorded == ended == 2 * runs
+    # Overtaken, and dropped from the queue: 38 of the 40 here (each graph's first run, which starts its actors,
+    # outlasts the delay); at least half, on a machine however loaded.
+    assert runs <= ended_first <= 2 * runs
 
 
 def test_beside_no_liboneflow_of_0_9_0s_names_the_check_fails(tmp_path):
