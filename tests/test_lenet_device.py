@@ -2,10 +2,13 @@
 on (compute capability 6.0 to 8.9) and GPUs it does not, under the launcher too, each with its device line or its
 one-line error. No GPU is needed: gpu_probe.load_library, the probe's one seam, returns a fake libcuda.so.1
 (fake_cuda.py) that plays each machine, and with --device cpu fails the test if it is asked at all."""
+import importlib.util
 import os
 import re
 import shutil
+import struct
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,12 +196,19 @@ def test_a_driver_that_cannot_be_loaded_is_named_with_the_loaders_text(error, re
     assert gpu_probe.probe() == ([], reason)
 
 
-def test_the_hint_names_the_gpus_as_cuda_visible_devices_names_them(machine, capsys, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")  # cuda:0 and cuda:1 of this process are GPUs 3 and 5
+@pytest.mark.parametrize("shown, second", [
+    ("3,5", "5"),  # cuda:0 and cuda:1 of this process are GPUs 3 and 5
+    ("GPU-8f6c2a1e-0d4b-4c3a-9e1f-2b7d5c6a8e90, GPU-1d2e3f40-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+     "GPU-1d2e3f40-5a6b-4c7d-8e9f-0a1b2c3d4e5f"),  # by UUID, as nvidia-smi -L gives them
+    ("MIG-4b3c2d1e-aaaa-4bbb-8ccc-0123456789ab,MIG-9f8e7d6c-dddd-4eee-8fff-ba9876543210",
+     "MIG-9f8e7d6c-dddd-4eee-8fff-ba9876543210"),  # MIG instances
+])
+def test_the_hint_names_the_gpus_as_cuda_visible_devices_names_them(shown, second, machine, capsys, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", shown)
     machine(FakeDriver([H200, A100]), processes=2, local_rank=0)
     assert first_line([], capsys, monkeypatch) == (1, (
         f"error: cuda:0, the GPU of process 0 on this machine, is not available: {too_new_or_old(0, H200)} "
-        "(use --nproc_per_node 1 with CUDA_VISIBLE_DEVICES=5)"))
+        f"(use --nproc_per_node 1 with CUDA_VISIBLE_DEVICES={second})"))
 
 
 @pytest.mark.parametrize("processes", [1, 2])
@@ -325,3 +335,45 @@ def test_each_script_refuses_an_unavailable_device(tmp_path):
             assert result.returncode == 1, (script, result.stderr)
             assert re.fullmatch(message, result.stderr.splitlines()[-1]), (script, result.stderr)
             assert "Traceback" not in result.stderr
+
+
+def fatbin_entries(path):
+    """{(kind, sm)} of the CUDA code in an ELF library's .nv_fatbin section: ("cubin", 80) for sm_80 machine code,
+    ("ptx", 86) for PTX, which the driver could compile for a newer GPU. The fatbin format (CUDA's fatbinary.h):
+    containers of magic 0xBA55ED50 (u32), version (u16), header size (u16), size (u64); in each, entries of kind
+    (u16: 1 PTX, 2 cubin), version (u16), header size (u32), size (u64), ..., the sm at byte 28 (u32)."""
+    with open(path, "rb") as f:
+        elf = f.read(64)
+        (table_at,), (entry_size, count, names_index) = struct.unpack_from("<Q", elf, 0x28), struct.unpack_from("<HHH", elf, 0x3A)
+        f.seek(table_at)
+        table = f.read(entry_size * count)
+        sections = [struct.unpack_from("<IIQQQQ", table, i * entry_size) for i in range(count)]  # name, ..., offset, size
+        f.seek(sections[names_index][4])
+        names = f.read(sections[names_index][5])
+        name_of = {names[s[0]:names.index(b"\0", s[0])]: s for s in sections}
+        _, _, _, _, offset, size = name_of[b".nv_fatbin"]
+        f.seek(offset)
+        data = f.read(size)
+    entries, at = set(), 0
+    while at + 16 <= len(data):
+        magic, _, header, length = struct.unpack_from("<IHHQ", data, at)
+        if magic != 0xBA55ED50:  # containers are 8-byte aligned, with padding between them
+            at += 8
+            continue
+        entry, end = at + header, at + header + length
+        while entry < end:
+            kind, _, entry_header, entry_length = struct.unpack_from("<HHIQ", data, entry)
+            entries.add(({1: "ptx", 2: "cubin"}[kind], struct.unpack_from("<I", data, entry + 28)[0]))
+            entry += entry_header + entry_length
+        at = end
+    return entries
+
+
+def test_the_capability_range_is_the_one_of_the_wheels_gpu_code():
+    # The range gpu_probe.CAPABILITIES (and the README) states, against the code in OneFlow's own library.
+    libraries = Path(importlib.util.find_spec("oneflow").origin).parent.parent / "oneflow.libs"
+    entries = fatbin_entries(next(libraries.glob("liboneflow-*.so")))
+    assert entries == {("cubin", sm) for sm in (60, 61, 70, 75, 80, 86)}  # and no PTX for a newer GPU to compile
+    # A cubin runs on its own major version from its minor up (8.6's on Ada's 8.9), on no other major.
+    (lowest, highest), majors = gpu_probe.CAPABILITIES, {sm // 10 for _, sm in entries}
+    assert lowest == divmod(min(sm for _, sm in entries), 10) and highest == (max(majors), 9)
