@@ -15,7 +15,9 @@
    IPv4 address. A connection reset by its peer no longer has one (getpeername fails), so the addresses are taken
    beforehand, from the connections open when the lines are set: multi_node.py sets them once the processes have
    agreed, in a collective that runs over OneFlow's connections. An abort with no such connection (some other FATAL)
-   writes nothing. Everything the handler calls is async-signal-safe: poll, strlen and write. */
+   writes nothing. Everything the handler calls is async-signal-safe: poll, strlen, write and nanosleep; it keeps
+   errno, writes the line once however many threads abort (the others wait for it), and then calls the handler
+   that was there before it (Python's faulthandler, for one). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,34 +42,58 @@ static struct {
   atomic_int current;
 } nodes[NODES];
 static atomic_int count;
-static short owners[2][FDS]; /* 1 + the index in nodes of each descriptor's other end, or 0; the same two-copy way */
-static atomic_int owners_current;
+/* The connections to other nodes, taken when a line is set: descriptor and index in nodes, the same two-copy way. */
+static struct {
+  int fd, node;
+} peers[2][FDS];
+static int peer_count[2];
+static atomic_int peers_current;
+static struct sigaction previous; /* SIGABRT's action before this library's (Python's faulthandler, say) */
+static atomic_int line_state; /* 0: no line written yet, 1: being written by one thread, 2: done */
 
-static void on_abort(int signum) {
-  (void)signum;
-  const short *owner = owners[atomic_load(&owners_current)];
-  for (int fd = 0; fd < FDS; fd++) {
-    if (owner[fd] == 0) continue;
-    struct pollfd gone = {.fd = fd, .events = POLLRDHUP};
-    if (poll(&gone, 1, 0) != 1 || !(gone.revents & (POLLHUP | POLLRDHUP | POLLERR))) continue;
-    const char *line = nodes[owner[fd] - 1].lines[atomic_load(&nodes[owner[fd] - 1].current)];
-    if (write(STDERR_FILENO, line, strlen(line)) < 0) return;
-    return; /* abort() then ends the process */
+static void on_abort(int signum, siginfo_t *info, void *context) {
+  const int saved_errno = errno;
+  int none = 0;
+  if (atomic_compare_exchange_strong(&line_state, &none, 1)) {
+    const int current = atomic_load(&peers_current);
+    for (int i = 0; i < peer_count[current]; i++) {
+      struct pollfd gone = {.fd = peers[current][i].fd, .events = POLLRDHUP};
+      if (poll(&gone, 1, 0) != 1 || !(gone.revents & (POLLHUP | POLLRDHUP | POLLERR))) continue;
+      const int node = peers[current][i].node;
+      const char *line = nodes[node].lines[atomic_load(&nodes[node].current)];
+      if (write(STDERR_FILENO, line, strlen(line)) < 0) break;
+      break;
+    }
+    atomic_store(&line_state, 2);
+  } else {
+    /* Another thread's abort came first: let it finish its line before this one goes on to end the process. */
+    const struct timespec moment = {0, 1000000};
+    while (atomic_load(&line_state) == 1) nanosleep(&moment, NULL);
   }
+  errno = saved_errno;
+  if (previous.sa_flags & SA_SIGINFO) {
+    previous.sa_sigaction(signum, info, context);
+  } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
+    previous.sa_handler(signum);
+  } /* then abort() ends the process, with SIGABRT's default action */
 }
 
 /* Take the other end of each open TCP connection, for on_abort. */
 static void take_owners(void) {
-  int next = 1 - atomic_load(&owners_current);
+  const int next = 1 - atomic_load(&peers_current);
+  peer_count[next] = 0;
   for (int fd = 0; fd < FDS; fd++) {
     struct sockaddr_in peer;
     socklen_t size = sizeof peer;
-    owners[next][fd] = 0;
     if (getpeername(fd, (struct sockaddr *)&peer, &size) != 0 || peer.sin_family != AF_INET) continue;
-    for (int i = 0; i < atomic_load(&count); i++)
-      if (nodes[i].address == peer.sin_addr.s_addr) owners[next][fd] = (short)(i + 1);
+    for (int i = 0; i < atomic_load(&count); i++) {
+      if (nodes[i].address == peer.sin_addr.s_addr) {
+        peers[next][peer_count[next]].fd = fd;
+        peers[next][peer_count[next]++].node = i;
+      }
+    }
   }
-  atomic_store(&owners_current, next);
+  atomic_store(&peers_current, next);
 }
 
 /* Set the line (ending in a newline) written when a connection to address (dotted IPv4) breaks, replacing the one
@@ -86,9 +112,9 @@ int oneflow_lost_node_line(const char *address, const char *line) {
   if (i == known) atomic_store(&count, known + 1);
   take_owners();
   if (known == 0) {
-    struct sigaction action = {.sa_handler = on_abort, .sa_flags = SA_RESETHAND};
+    struct sigaction action = {.sa_sigaction = on_abort, .sa_flags = SA_SIGINFO};
     sigemptyset(&action.sa_mask);
-    sigaction(SIGABRT, &action, NULL);
+    sigaction(SIGABRT, &action, &previous);
   }
   return 0;
 }

@@ -41,3 +41,26 @@ def test_the_library_refuses_a_wait_that_is_no_time_and_keeps_a_short_one(tmp_pa
     assert result.stdout == "[-1, -1, -1, -1, -1, -1]\n"
     assert result.returncode == 1 and result.stderr == "the deadline passed\n"
     assert time.monotonic() - started < 30  # the 0.25 s deadline ended the 60 s sleep
+
+
+# A process with a connection to 127.0.0.1 whose other end has gone, Python's faulthandler installed before the
+# line is set (as PYTHONFAULTHANDLER=1 does), then an abort, as OneFlow's glog FATAL ends a process.
+ABORT = """
+import ctypes, faulthandler, importlib.util, os, socket
+watch = ctypes.CDLL(importlib.util.find_spec("oneflow_node_watch").origin)
+server = socket.create_server(("127.0.0.1", 0))
+mine = socket.create_connection(server.getsockname())
+theirs, _ = server.accept()
+faulthandler.enable()
+assert watch.oneflow_lost_node_line(b"127.0.0.1", b"error: lost node 1 (127.0.0.1)\\n") == 0
+theirs.close()
+os.abort()
+"""
+
+
+def test_the_lost_node_line_comes_before_the_abort_handler_that_was_there(tmp_path):
+    result = run([sys.executable, "-c", ABORT], cwd=tmp_path)
+    assert result.returncode == -6  # SIGABRT, its default action in the end
+    lines = result.stderr.splitlines()
+    assert lines[0] == "error: lost node 1 (127.0.0.1)"  # once
+    assert lines[1] == "Fatal Python error: Aborted" and lines.count(lines[0]) == 1  # then faulthandler's report
