@@ -147,7 +147,7 @@ def main(argv=None):
         model = lenet.LeNet()
         lenet.CheckPoint(model).load(args.model_dir)  # placed once agreed: placing it on every process is a collective
         _, (test_images, test_labels), path, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
-        read = {"mnist.npz": multi_node.digest(test_images, test_labels),
+        read = {"device": device.type, "mnist.npz": multi_node.digest(test_images, test_labels),
                 "model folder": multi_node.model_digest(model)}
         return (device, description, model, test_images, test_labels, path, found), read
 

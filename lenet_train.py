@@ -155,7 +155,7 @@ def main(argv=None):
         """What this process will train with, read and checked before the first step (multi_node.agreed)."""
         device, description = lenet.choose_device(args.device)
         train_data, test_data, _, found = lenet.load_mnist(args.data_dir, progress=sys.stderr.isatty())
-        read = {"mnist.npz": multi_node.digest(*train_data, *test_data)}
+        read = {"device": device.type, "mnist.npz": multi_node.digest(*train_data, *test_data)}
         state = None
         if args.resume:
             state = resume_state(check_point.load(args.model_dir), args.model_dir, **flags)

@@ -70,7 +70,12 @@ def problems(reports):
                 found[node] = (f"node {node} was given {flags_text(report['flags'], given)}, node 0 "
                                f"{flags_text(first['flags'], given)}: give every node the same")
             for what in report["read"]:
-                if node not in found and report["read"][what] != first["read"].get(what):
+                if node in found or report["read"][what] == first["read"].get(what):
+                    continue
+                if what == "device":  # nodes on different kinds of device would build mismatched placements, and hang
+                    found[node] = (f"node {node} chose {report['read'][what]}, node 0 {first['read'][what]}: "
+                                   f"pass the same --device to every node (--device cpu runs on any)")
+                else:
                     found[node] = f"node {node}'s {what} differs from node 0's: copy node 0's to every node"
     return list(found.values())
 
@@ -85,7 +90,8 @@ def agreed(check, flags):
     """Return check()'s result once every process under the launcher has passed its checks, and they agree.
 
     check() returns (result, read), read being {what: digest(...)} of each thing it read (mnist.npz, a model folder),
-    which must be the same in every process; so must flags ({argparse dest: value}). If a check fails anywhere (an
+    and "device": the kind of device it chose ("cpu", "cuda"), which must be the same in every process; so must
+    flags ({argparse dest: value}). If a check fails anywhere (an
     InputError) or something differs, every process stops: the first process of each node raises InputError with one
     line naming the node and the reason, the others exit 1 without a word (their node's first says it). In one
     process, check() alone runs.

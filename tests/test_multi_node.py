@@ -137,10 +137,10 @@ def epoch_losses(metrics):
     return [json.loads(line)["loss"] for line in metrics.read_text().splitlines()]
 
 
-def report(local_rank, error=None, data="digest", **flags):
+def report(local_rank, error=None, data="digest", device="cpu", **flags):
     """One process's report to multi_node.agreed's collective."""
     return dict(local_rank=local_rank, address="10.0.0.1", error=error, flags=dict(dict(batch_size=50, resume=False),
-                **flags), read={"mnist.npz": data})
+                **flags), read={"device": device, "mnist.npz": data})
 
 
 def test_the_reasons_to_stop_name_each_node_once_with_two_processes_a_node():
@@ -153,6 +153,8 @@ def test_the_reasons_to_stop_name_each_node_once_with_two_processes_a_node():
         "node 0: no data", "node 1's mnist.npz differs from node 0's: copy node 0's to every node"]
     assert multi_node.problems([report(0, "no data"), report(1), report(0, batch_size=10), report(1)]) == [
         "node 0: no data"]  # nothing to compare the others with
+    assert multi_node.problems([report(0), report(1), report(0, device="cuda"), report(1, device="cuda")]) == [
+        "node 1 chose cuda, node 0 cpu: pass the same --device to every node (--device cpu runs on any)"]
     assert multi_node.problems([report(0), report(1), report(0), report(1)]) == []
 
 
