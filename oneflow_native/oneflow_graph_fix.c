@@ -82,6 +82,12 @@ int oneflow_graph_fix_check(void) {
   return oneflow_enqueue && oneflow_dequeue;
 }
 
+/* Holds the lock until the enclosing block ends, however it ends: a C++ exception thrown in OneFlow's method (a
+   bad_alloc in its queue's emplace) unwinds through this file's frames, compiled with -fexceptions, and unlocks on
+   the way, so later runs do not wait for ever on a lock no one holds. The run it was recording stays unrecorded. */
+static void unlock(pthread_mutex_t **held) { pthread_mutex_unlock(*held); }
+#define HOLD_LOCK pthread_mutex_t *held __attribute__((cleanup(unlock))) = (pthread_mutex_lock(&lock), &lock)
+
 static int stream_of(void *policy) {
   for (int i = 0; i < POLICIES; i++) {
     if (streams[i].policy == policy || streams[i].policy == NULL) {
@@ -98,7 +104,7 @@ void _ZN7oneflow2vm19LazyJobStreamPolicy14EnqueueNNGraphERKSt10shared_ptrINS_9NN
                                                                                           const void *graph) {
   resolve_or_abort();
   if (delay_us > 0) usleep((useconds_t)delay_us);
-  pthread_mutex_lock(&lock);
+  HOLD_LOCK;
   int i = stream_of(policy);
   enqueued++;
   if (off) {
@@ -109,13 +115,12 @@ void _ZN7oneflow2vm19LazyJobStreamPolicy14EnqueueNNGraphERKSt10shared_ptrINS_9NN
     oneflow_enqueue(policy, graph);
     streams[i].recorded++;
   }
-  pthread_mutex_unlock(&lock);
 }
 
 /* oneflow::vm::LazyJobStreamPolicy::DequeueNNGraph() */
 void _ZN7oneflow2vm19LazyJobStreamPolicy14DequeueNNGraphEv(void *policy) {
   resolve_or_abort();
-  pthread_mutex_lock(&lock);
+  HOLD_LOCK;
   int i = stream_of(policy);
   dequeued++;
   if (off) {
@@ -127,7 +132,6 @@ void _ZN7oneflow2vm19LazyJobStreamPolicy14DequeueNNGraphEv(void *policy) {
     oneflow_dequeue(policy);
     streams[i].recorded--;
   }
-  pthread_mutex_unlock(&lock);
 }
 
 /* The counts since the process started: runs recorded, runs ended, and runs that ended before they were recorded. */

@@ -87,7 +87,8 @@ class BuildExt(build_ext):
 setup(
     cmdclass={"build_ext": BuildExt},
     ext_modules=[
-        Extension("oneflow_graph_fix", ["oneflow_graph_fix.c"], libraries=["dl", "pthread"]),
+        # -fexceptions: a C++ exception of OneFlow's that passes through the fix unlocks its lock (HOLD_LOCK).
+        Extension("oneflow_graph_fix", ["oneflow_graph_fix.c"], libraries=["dl", "pthread"], extra_compile_args=["-fexceptions"]),
         Extension("oneflow_node_watch", ["oneflow_node_watch.c"], libraries=["pthread", "m"]),
         Extension("oneflow_kernels", ["oneflow_kernels.cpp"], language="c++", optional=True, libraries=["gomp"],
                   extra_compile_args=["-std=c++17", "-O2", "-fopenmp", "-Wno-deprecated-declarations", *ONEFLOW_FLAGS]),

@@ -109,3 +109,45 @@ def test_a_fix_that_does_not_fit_oneflow_stops_with_one_line():
                                f"{lenet.flow.__version__} has not its LazyJobStreamPolicy methods: pip install -r "
                                f"requirements.txt (LENET_GRAPH_FIX=0 runs without the fix)")
     oneflow_setup.check_graph_fix(None)  # LENET_GRAPH_FIX=0: nothing to check
+
+
+# A stand-in liboneflow whose EnqueueNNGraph throws on its first call, as OneFlow's queue may (a bad_alloc in
+# emplace), and a program that calls the fix twice: the exception passes through the fix, the second call must
+# find its lock free (20 s of alarm end a deadlock with SIGALRM).
+THROWING_ONEFLOW = r"""
+#include <new>
+static int calls;
+extern "C" void _ZN7oneflow2vm19LazyJobStreamPolicy14EnqueueNNGraphERKSt10shared_ptrINS_9NNGraphIfEE(void *, const void *) {
+  if (calls++ == 0) throw std::bad_alloc();
+}
+extern "C" void _ZN7oneflow2vm19LazyJobStreamPolicy14DequeueNNGraphEv(void *) {}
+"""
+TWO_CALLS = r"""
+#include <dlfcn.h>
+#include <cstdio>
+#include <new>
+#include <unistd.h>
+int main(int argc, char **argv) {
+  alarm(20);
+  void *fix = dlopen(argv[1], RTLD_NOW | RTLD_GLOBAL);
+  if (!fix || !dlopen(argv[2], RTLD_NOW | RTLD_LOCAL)) return 2;
+  auto enqueue = (void (*)(void *, const void *))dlsym(fix,
+      "_ZN7oneflow2vm19LazyJobStreamPolicy14EnqueueNNGraphERKSt10shared_ptrINS_9NNGraphIfEE");
+  int policy;
+  try { enqueue(&policy, nullptr); } catch (const std::bad_alloc &) { std::puts("thrown through the fix"); }
+  enqueue(&policy, nullptr);
+  std::puts("called again");
+}
+"""
+
+
+def test_an_exception_thrown_in_oneflows_method_leaves_the_fix_unlocked(tmp_path):
+    (tmp_path / "oneflow.cpp").write_text(THROWING_ONEFLOW)
+    (tmp_path / "main.cpp").write_text(TWO_CALLS)
+    for command in (["c++", "-shared", "-fPIC", "oneflow.cpp", "-o", "liboneflow-stand-in.so"],
+                    ["c++", "main.cpp", "-o", "two_calls", "-ldl"]):
+        built = run(command, cwd=tmp_path)
+        assert built.returncode == 0, built.stderr
+    result = run([tmp_path / "two_calls", oneflow_setup.GRAPH_FIX._name, tmp_path / "liboneflow-stand-in.so"],
+                 cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, "thrown through the fix\ncalled again\n"), result.stderr
