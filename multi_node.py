@@ -137,4 +137,4 @@ def lost_node_hint(hint):
         lost = ("a process of this node" if nodes == {NODE} else
                 "node " + " or ".join(map(str, sorted(nodes))) + f" ({address})")
         line = f"error: node {NODE} (rank {flow.env.get_rank()}): lost {lost}; {hint}\n"
-        watchdog.NODE_WATCH.oneflow_lost_node_line(address.encode(), line.encode())
+        watchdog.NODE_WATCH.oneflow_lost_node_line(address.encode(), line.encode(), nodes == {NODE})

@@ -10,12 +10,12 @@
    When a process dies, the others' TCP connections to it break, and the first OneFlow thread to notice ends its
    process with a glog FATAL (comm_network/epoll/io_event_poller.cpp's EPOLLERR check, or the heartbeat of
    control/ctrl_client.cpp): glog prints OneFlow's message and its stack, then calls abort(). That happens inside
-   OneFlow, which no Python code can catch, so this library's SIGABRT handler writes the line: it looks for a TCP
-   connection whose other end is gone (POLLHUP, POLLRDHUP or POLLERR at once) and writes the line set for that end's
-   IPv4 address. A connection reset by its peer no longer has one (getpeername fails), so the addresses are taken
+   OneFlow, which no Python code can catch, so this library's SIGABRT handler writes the line: it looks for TCP
+   connections whose other end is gone (POLLHUP, POLLRDHUP or POLLERR at once) and writes the line set for each such
+   end's IPv4 address, once, other nodes' before this node's own. A connection reset by its peer no longer has one (getpeername fails), so the addresses are taken
    beforehand, from the connections open when the lines are set: multi_node.py sets them once the processes have
    agreed, in a collective that runs over OneFlow's connections. An abort with no such connection (some other FATAL)
-   writes nothing. Everything the handler calls is async-signal-safe: poll, strlen, write and nanosleep; it keeps
+   writes nothing. Everything the handler calls is async-signal-safe: fstat, poll, strlen, write and nanosleep; it keeps
    errno, writes the line once however many threads abort (the others wait for it), and then calls the handler
    that was there before it (Python's faulthandler, for one). */
 #define _GNU_SOURCE
@@ -30,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define NODES 256
@@ -40,11 +41,14 @@ static struct {
   in_addr_t address;
   char lines[2][LINE]; /* the handler reads lines[current] while a new line is written to the other */
   atomic_int current;
+  int own; /* the address of this process's own node: its line comes after those of other nodes */
 } nodes[NODES];
 static atomic_int count;
-/* The connections to other nodes, taken when a line is set: descriptor and index in nodes, the same two-copy way. */
+/* The connections to other nodes, taken when a line is set: descriptor, its socket's inode (a descriptor number
+   reused since for another file is told apart by it), and index in nodes; the same two-copy way. */
 static struct {
   int fd, node;
+  ino_t inode;
 } peers[2][FDS];
 static int peer_count[2];
 static atomic_int peers_current;
@@ -55,14 +59,23 @@ static void on_abort(int signum, siginfo_t *info, void *context) {
   const int saved_errno = errno;
   int none = 0;
   if (atomic_compare_exchange_strong(&line_state, &none, 1)) {
+    /* Every node with a broken connection, once: other nodes first (the one that died is among them; a process
+       of this node may have died of its loss second), then this node's own. */
     const int current = atomic_load(&peers_current);
+    char broken[NODES] = {0};
     for (int i = 0; i < peer_count[current]; i++) {
       struct pollfd gone = {.fd = peers[current][i].fd, .events = POLLRDHUP};
-      if (poll(&gone, 1, 0) != 1 || !(gone.revents & (POLLHUP | POLLRDHUP | POLLERR))) continue;
-      const int node = peers[current][i].node;
-      const char *line = nodes[node].lines[atomic_load(&nodes[node].current)];
-      if (write(STDERR_FILENO, line, strlen(line)) < 0) break;
-      break;
+      struct stat file;
+      if (fstat(gone.fd, &file) != 0 || file.st_ino != peers[current][i].inode) continue; /* closed, or reused */
+      if (poll(&gone, 1, 0) == 1 && (gone.revents & (POLLHUP | POLLRDHUP | POLLERR))) broken[peers[current][i].node] = 1;
+    }
+    const int known = atomic_load(&count);
+    for (int own = 0; own < 2; own++) {
+      for (int node = 0; node < known; node++) {
+        if (!broken[node] || nodes[node].own != own) continue;
+        const char *line = nodes[node].lines[atomic_load(&nodes[node].current)];
+        if (write(STDERR_FILENO, line, strlen(line)) < 0) break;
+      }
     }
     atomic_store(&line_state, 2);
   } else {
@@ -85,10 +98,13 @@ static void take_owners(void) {
   for (int fd = 0; fd < FDS; fd++) {
     struct sockaddr_in peer;
     socklen_t size = sizeof peer;
-    if (getpeername(fd, (struct sockaddr *)&peer, &size) != 0 || peer.sin_family != AF_INET) continue;
+    struct stat file;
+    if (getpeername(fd, (struct sockaddr *)&peer, &size) != 0 || peer.sin_family != AF_INET || fstat(fd, &file) != 0)
+      continue;
     for (int i = 0; i < atomic_load(&count); i++) {
       if (nodes[i].address == peer.sin_addr.s_addr) {
         peers[next][peer_count[next]].fd = fd;
+        peers[next][peer_count[next]].inode = file.st_ino;
         peers[next][peer_count[next]++].node = i;
       }
     }
@@ -97,9 +113,10 @@ static void take_owners(void) {
 }
 
 /* Set the line (ending in a newline) written when a connection to address (dotted IPv4) breaks, replacing the one
-   set before, and take the connections open now; the first call installs the handler. Returns 0, or -1 for a bad
-   address, too many nodes or too long a line. Called from one thread at a time. */
-int oneflow_lost_node_line(const char *address, const char *line) {
+   set before, and take the connections open now; own: the address is this process's own node's. The first call
+   installs the handler. Returns 0, or -1 for a bad address, too many nodes or too long a line. Called from one
+   thread at a time. */
+int oneflow_lost_node_line(const char *address, const char *line, int own) {
   struct in_addr parsed;
   if (inet_pton(AF_INET, address, &parsed) != 1 || strlen(line) >= LINE) return -1;
   int i = 0, known = atomic_load(&count);
@@ -108,6 +125,7 @@ int oneflow_lost_node_line(const char *address, const char *line) {
   int next = i < known ? 1 - atomic_load(&nodes[i].current) : 0;
   strcpy(nodes[i].lines[next], line);
   nodes[i].address = parsed.s_addr;
+  nodes[i].own = own != 0;
   atomic_store(&nodes[i].current, next);
   if (i == known) atomic_store(&count, known + 1);
   take_owners();

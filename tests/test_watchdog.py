@@ -52,7 +52,7 @@ server = socket.create_server(("127.0.0.1", 0))
 mine = socket.create_connection(server.getsockname())
 theirs, _ = server.accept()
 faulthandler.enable()
-assert watch.oneflow_lost_node_line(b"127.0.0.1", b"error: lost node 1 (127.0.0.1)\\n") == 0
+assert watch.oneflow_lost_node_line(b"127.0.0.1", b"error: lost node 1 (127.0.0.1)\\n", 0) == 0
 theirs.close()
 os.abort()
 """
@@ -64,3 +64,35 @@ def test_the_lost_node_line_comes_before_the_abort_handler_that_was_there(tmp_pa
     lines = result.stderr.splitlines()
     assert lines[0] == "error: lost node 1 (127.0.0.1)"  # once
     assert lines[1] == "Fatal Python error: Aborted" and lines.count(lines[0]) == 1  # then faulthandler's report
+
+
+# Connections to three addresses, as to this node's other process, node 1 and node 2; then node 2's connection
+# closed and its descriptor numbers taken by a new connection whose other end is gone too (not recorded).
+ORDER = """
+import ctypes, faulthandler, importlib.util, os, socket
+watch = ctypes.CDLL(importlib.util.find_spec("oneflow_node_watch").origin)
+def pair(address):
+    server = socket.create_server((address, 0))
+    mine = socket.create_connection(server.getsockname())
+    return [server, mine, server.accept()[0]]
+own, node1, node2 = pair("127.0.0.1"), pair("127.0.0.2"), pair("127.0.0.3")
+faulthandler.enable()
+watch.oneflow_lost_node_line(b"127.0.0.1", b"error: lost a process of this node\\n", 1)
+watch.oneflow_lost_node_line(b"127.0.0.2", b"error: lost node 1 (127.0.0.2)\\n", 0)
+watch.oneflow_lost_node_line(b"127.0.0.3", b"error: lost node 2 (127.0.0.3)\\n", 0)
+for s in node2:
+    s.close()
+reused = pair("127.0.0.1")  # on the descriptor numbers node 2's connection had
+reused[2].close()
+own[2].close()  # this node's other process, gone second
+node1[2].close()
+os.abort()
+"""
+
+
+def test_the_lost_node_lines_name_other_nodes_first_and_no_reused_descriptor(tmp_path):
+    result = run([sys.executable, "-c", ORDER], cwd=tmp_path)
+    assert result.returncode == -6
+    lines = result.stderr.splitlines()
+    assert lines[:3] == ["error: lost node 1 (127.0.0.2)", "error: lost a process of this node",
+                         "Fatal Python error: Aborted"], result.stderr
