@@ -91,10 +91,9 @@ def agreed(check, flags):
 
     check() returns (result, read), read being {what: digest(...)} of each thing it read (mnist.npz, a model folder),
     and "device": the kind of device it chose ("cpu", "cuda"), which must be the same in every process; so must
-    flags ({argparse dest: value}). If a check fails anywhere (an
-    InputError) or something differs, every process stops: the first process of each node raises InputError with one
-    line naming the node and the reason, the others exit 1 without a word (their node's first says it). In one
-    process, check() alone runs.
+    flags ({argparse dest: value}). If a check fails anywhere (an InputError) or something differs, every process
+    stops: the first process of each node raises InputError with one line naming the node and the reason, the
+    others exit 1 without a word (their node's first says it). In one process, check() alone runs.
     """
     global NODE
     if flow.env.get_world_size() == 1:
