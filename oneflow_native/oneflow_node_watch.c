@@ -11,13 +11,14 @@
    process with a glog FATAL (comm_network/epoll/io_event_poller.cpp's EPOLLERR check, or the heartbeat of
    control/ctrl_client.cpp): glog prints OneFlow's message and its stack, then calls abort(). That happens inside
    OneFlow, which no Python code can catch, so this library's SIGABRT handler writes the line: it looks for TCP
-   connections whose other end is gone (POLLHUP, POLLRDHUP or POLLERR at once) and writes the line set for each such
-   end's IPv4 address, once, other nodes' before this node's own. A connection reset by its peer no longer has one (getpeername fails), so the addresses are taken
-   beforehand, from the connections open when the lines are set: multi_node.py sets them once the processes have
-   agreed, in a collective that runs over OneFlow's connections. An abort with no such connection (some other FATAL)
-   writes nothing. Everything the handler calls is async-signal-safe: fstat, poll, strlen, write and nanosleep; it keeps
-   errno, writes the line once however many threads abort (the others wait for it), and then calls the handler
-   that was there before it (Python's faulthandler, for one). */
+   connections whose other end is gone (POLLHUP, POLLRDHUP or POLLERR at once) and writes the line set for each
+   such end's IPv4 address, once, other nodes' before this node's own. A connection reset by its peer no longer has
+   one (getpeername fails), so the addresses are taken beforehand, from the connections open when the lines are
+   set: multi_node.py sets them once the processes have agreed, in a collective that runs over OneFlow's
+   connections. An abort with no such connection (some other FATAL) writes nothing. Everything the handler calls is
+   async-signal-safe: fstat, poll, strlen, write and nanosleep; it keeps errno, writes the lines once however many
+   threads abort (the others wait for them), and then calls the handler that was there before it (Python's
+   faulthandler, for one). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -67,7 +68,8 @@ static void on_abort(int signum, siginfo_t *info, void *context) {
       struct pollfd gone = {.fd = peers[current][i].fd, .events = POLLRDHUP};
       struct stat file;
       if (fstat(gone.fd, &file) != 0 || file.st_ino != peers[current][i].inode) continue; /* closed, or reused */
-      if (poll(&gone, 1, 0) == 1 && (gone.revents & (POLLHUP | POLLRDHUP | POLLERR))) broken[peers[current][i].node] = 1;
+      if (poll(&gone, 1, 0) == 1 && (gone.revents & (POLLHUP | POLLRDHUP | POLLERR)))
+        broken[peers[current][i].node] = 1;
     }
     const int known = atomic_load(&count);
     for (int own = 0; own < 2; own++) {

@@ -11,6 +11,7 @@ import numpy as np
 
 import lenet
 from conftest import ROOT, run
+from test_mnist_idx import idx_bytes
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench  # noqa: E402
@@ -41,10 +42,8 @@ def test_write_section_creates_or_appends(tmp_path):
 
 
 def write_idx(path, array):
-    """A gzipped IDX file as the MNIST format defines it: 0, 0, type 8 (uint8), the dimensions, then the bytes."""
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
+    """A gzipped IDX file of array's values as uint8 (test_mnist_idx.idx_bytes, written from the format)."""
+    path.write_bytes(gzip.compress(idx_bytes(array.astype(np.uint8))))
 
 
 def test_fashion_mnist_is_written_as_the_tutorials_mnist_npz(tmp_path):

@@ -344,7 +344,8 @@ def fatbin_entries(path):
     (u16: 1 PTX, 2 cubin), version (u16), header size (u32), size (u64), ..., the sm at byte 28 (u32)."""
     with open(path, "rb") as f:
         elf = f.read(64)
-        (table_at,), (entry_size, count, names_index) = struct.unpack_from("<Q", elf, 0x28), struct.unpack_from("<HHH", elf, 0x3A)
+        (table_at,) = struct.unpack_from("<Q", elf, 0x28)  # the section header table: where, entry size, count
+        entry_size, count, names_index = struct.unpack_from("<HHH", elf, 0x3A)
         f.seek(table_at)
         table = f.read(entry_size * count)
         sections = [struct.unpack_from("<IIQQQQ", table, i * entry_size) for i in range(count)]  # name, ..., offset, size
