@@ -41,6 +41,7 @@ parser.add_argument("--work", default="/tmp/full_mnist", help="folder for the wh
 parser.add_argument("--results", default=str(HERE / "full_mnist_results"), help="folder of each run's results, a JSON file a run (default: benchmarks/full_mnist_results)")
 parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to train with (default: 0 1 2)")
 parser.add_argument("--epochs", type=int, default=20, help="epochs a run (default: 20, the tutorial's)")
+parser.add_argument("--frameworks", nargs="+", choices=["oneflow", "torch"], default=["oneflow", "torch"], help="which to run (default: both)")
 parser.add_argument("--torch-python", default="/tmp/torchvenv/bin/python", help="a Python with torch; where it has none, only OneFlow runs (default: /tmp/torchvenv/bin/python)")
 parser.add_argument("--output", default=str(REPO / "BENCHMARKS.md"), help="Markdown file for the table (default: BENCHMARKS.md)")
 parser.add_argument("--plot", default=str(REPO / "docs/full_mnist.png"), help="PNG of seed 0's epochs (default: docs/full_mnist.png)")
@@ -117,6 +118,7 @@ def table(results, epochs, seeds):
     row("training images/s", lambda r: f"{r['images']:,.0f}")
     row("peak resident memory, MiB", lambda r: f"{r['rss']:,.0f}")
     row("load average before the run", lambda r: f"{r['load']:.1f}")
+    row("CPU", lambda r: r["cpu"])
     row("run on", lambda r: r["date"])
     return lines
 
@@ -130,11 +132,27 @@ def main():
     if not npz.is_file():
         fashion_mnist.write_npz(data, npz.parent)
     tversion = bench.torch_version(args.torch_python)
-    runs = {"oneflow": lambda seed: run_oneflow(seed, data, work, args.epochs)}
-    if tversion:
+    runs = {"oneflow": lambda seed: run_oneflow(seed, data, work, args.epochs)} if "oneflow" in args.frameworks else {}
+    if tversion and "torch" in args.frameworks:
         runs["torch"] = lambda seed: run_torch(seed, npz, args.epochs, args.torch_python)
-    results, kept = {}, Path(args.results)
+    kept = Path(args.results)
     kept.mkdir(parents=True, exist_ok=True)
+
+    def publish():
+        """The table in BENCHMARKS.md, written again with every run kept, of this call or an earlier one."""
+        results = {}
+        for seed in args.seeds:
+            for framework in ("oneflow", "torch"):
+                saved = kept / f"{framework}-seed{seed}-{args.epochs}-epochs.json"
+                if saved.is_file():
+                    results[framework, seed] = json.loads(saved.read_text())
+        bench.publish(args.output, MARK_START, MARK_END,
+            f"The full MNIST (LeCun's four files, MD5s checked: 60,000 training and 10,000 test digits), "
+            f"{args.epochs} epochs of batch 100 at learning rate 0.1, on {os.cpu_count()} cores (each run's CPU in "
+            f"its column); PyTorch {tversion or 'not available'} (CPU build). Wall time is the whole process's "
+            f"(data, {args.epochs} evaluations and saves included); load average 2 or more means other work "
+            f"shared the cores.", table(results, args.epochs, args.seeds))
+
     for seed in args.seeds:
         for framework, run in runs.items():
             saved = kept / f"{framework}-seed{seed}-{args.epochs}-epochs.json"
@@ -142,19 +160,14 @@ def main():
                 print(f"{framework}, seed {seed}, {args.epochs} epochs", file=sys.stderr)
                 load = os.getloadavg()[0]
                 result = run(seed)
-                result.update(load=load, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+                result.update(load=load, cpu=bench.cpu_model(),
+                              date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
                 saved.write_text(json.dumps(result))
                 if framework == "oneflow" and seed == 0:
                     subprocess.run([sys.executable, str(REPO / "lenet_plot.py"),
                                     str(work / "oneflow-seed0" / "metrics.jsonl"), args.plot], check=True)
-            results[framework, seed] = json.loads(saved.read_text())
-            bench.publish(args.output, MARK_START, MARK_END,
-                f"The full MNIST (LeCun's four files, MD5s checked: 60,000 training and 10,000 test digits), "
-                f"{args.epochs} epochs of batch 100 at learning rate 0.1, on {bench.cpu_model()}, {os.cpu_count()} "
-                f"cores; PyTorch {tversion or 'not available'} (CPU build). Wall time is the whole process's "
-                f"(data, {args.epochs} evaluations and saves included); load average 2 or more means other work "
-                f"shared the cores.", table(results, args.epochs, args.seeds))
-
+                publish()
+    publish()
 
 if __name__ == "__main__":
     main()
