@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from lenet import InputError, one_line
+from user_input import InputError, one_line
 
 MAX_SIDE = 1024  # pixels; larger images are box-shrunk to this first (a digit of 2% of the side still has 20 px)
 MIN_CONTRAST = 24  # grey levels (of 255) between paper and ink, below which the page counts as blank

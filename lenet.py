@@ -17,6 +17,7 @@ import gpu_probe
 import mnist_idx
 import model_folder
 import safe_files
+from user_input import InputError, one_line  # a bad input, which the scripts print on one line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,31 +335,3 @@ def softmax(logits):
     logits = np.asarray(logits, np.float64)
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))  # shifted so that no exp overflows
     return exp / exp.sum(axis=1, keepdims=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors and flags
-
-class InputError(Exception):
-    """A bad input from the user (file, folder, flag): the scripts print it on one line and exit 1."""
-
-
-def one_line(error):
-    """An exception's message on one line, or its type's name where it has none."""
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def positive_int(text):
-    """argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
-
-
-def positive_float(text):
-    """argparse type: a finite number above 0."""
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise ValueError(text)
-    return value

@@ -8,7 +8,7 @@ The drawing or the image is made to look like an MNIST digit as lenet_test.py do
 can ask too, through the endpoint /predict (one image file in, the label out):
 
     from gradio_client import Client, handle_file
-    Client("http://127.0.0.1:7860/").predict(handle_file("9.png"), api_name="/predict")["label"]    # "9"
+    Client("http://127.0.0.1:7860/").predict(handle_file("data/9.png"), api_name="/predict")["label"]    # "9"
 
 It runs offline: no analytics, no share link, nothing fetched from the internet.
 """
@@ -24,6 +24,7 @@ from PIL import Image
 
 import digit_image
 import lenet
+import user_input
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio's import: it reads it then, and is on unless "False"
 import gradio as gr  # noqa: E402
@@ -35,7 +36,7 @@ parser.add_argument("--model-dir", default="./lenet_models_1", help="folder of t
 parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the first GPU OneFlow 0.9 can run on, else cpu)")
 parser.add_argument("--host", default="127.0.0.1", help="address to serve on; 0.0.0.0 for every network "
                                                         "(default: 127.0.0.1, this machine only)")
-parser.add_argument("--port", type=lenet.positive_int, default=7860, help="TCP port to serve on (default: 7860)")
+parser.add_argument("--port", type=user_input.positive_int, default=7860, help="TCP port to serve on (default: 7860)")
 
 TOP_K = 3  # digits shown, with their probabilities
 CANVAS = 280  # pixels a side of the drawing canvas: 10 per MNIST pixel

@@ -13,12 +13,13 @@ from PIL import Image, ImageDraw, ImageFont
 
 import lenet
 import multi_node
+import user_input
 from lenet import flow
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model-dir", default="./lenet_models_1", help="folder of the trained model (default: ./lenet_models_1)")
 parser.add_argument("--data-dir", default=".", help="folder of mnist.npz, downloaded there if missing (default: .)")
-parser.add_argument("--batch-size", type=lenet.positive_int, default=100, help="images per graph run (default: 100)")
+parser.add_argument("--batch-size", type=user_input.positive_int, default=100, help="images per graph run (default: 100)")
 parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the first GPU OneFlow 0.9 can run on, else cpu)")
 parser.add_argument("--per-class", action="store_true", help="print each digit's accuracy and count (default: off)")
 parser.add_argument("--confusion", action="store_true", help="print the 10x10 confusion matrix, rows true, columns predicted (default: off)")

@@ -16,6 +16,7 @@ import numpy as np
 import lenet
 import onnx_model
 import safe_files
+import user_input
 
 TOLERANCE = 1e-4  # the largest difference allowed between onnxruntime's logits and OneFlow's
 BATCH_SIZES = (1, 7, 100)  # checked in onnxruntime; 7 leaves a short last batch
@@ -40,7 +41,7 @@ parser.add_argument("--opset", type=opset, default=onnx_model.DEFAULT_OPSET,
                          "the converter's own; a lower one runs on older runtimes)")
 parser.add_argument("--data-dir", default=".", help="folder of mnist.npz, whose test digits check the file; "
                                                     "downloaded there if missing (default: .)")
-parser.add_argument("--check-images", metavar="N", type=lenet.positive_int, default=None,
+parser.add_argument("--check-images", metavar="N", type=user_input.positive_int, default=None,
                     help="check with the first N test digits, at least 100 (default: all of them)")
 
 

@@ -1,8 +1,8 @@
 """Read the digit in each image with the saved LeNet: a photo, scan or drawing of a digit, or an MNIST-style PNG.
 
-    python lenet_test.py ./9.png                             # prints "prediction: 9 (probability 0.981)"
+    python lenet_test.py data/9.png                          # prints "prediction: 9 (probability 0.981)"
     python lenet_test.py digits/*.jpg --top-k 3 --save-input seen/    # a line per file; what the network saw
-    python lenet_test.py ./9.png --onnx lenet.onnx           # the same with onnxruntime, from lenet_export.py's file
+    python lenet_test.py data/9.png --onnx lenet.onnx        # the same with onnxruntime, from lenet_export.py's file
 
 Each image is made to look like an MNIST digit first (digit_image.load_image: white on black, 20 pixels in a 28x28
 frame, centred on its centre of mass); a 28x28 image with a dark border is read as it is.
@@ -17,15 +17,16 @@ from PIL import Image
 import digit_image
 import lenet
 import onnx_model
+import user_input
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("image", nargs="+", help="image files of one digit each: any format Pillow reads, any size, "
                                              "dark on light or light on dark")
 parser.add_argument("--model-dir", default="./lenet_models_1", help="folder of the trained model (default: ./lenet_models_1)")
 parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the first GPU OneFlow 0.9 can run on, else cpu)")
-parser.add_argument("--top-k", type=lenet.positive_int, default=1, help="show the K likeliest digits, 1 to 10, "
+parser.add_argument("--top-k", type=user_input.positive_int, default=1, help="show the K likeliest digits, 1 to 10, "
                                                                         "with their probabilities (default: 1)")
-parser.add_argument("--batch-size", type=lenet.positive_int, default=100, help="images per run of the graph (or of onnxruntime) (default: 100)")
+parser.add_argument("--batch-size", type=user_input.positive_int, default=100, help="images per run of the graph (or of onnxruntime) (default: 100)")
 parser.add_argument("--onnx", metavar="FILE", default=None, help="read the digits with onnxruntime from this ONNX file "
                                                                 "(lenet_export.py writes it) instead of with OneFlow "
                                                                 "from --model-dir (default: none, OneFlow)")

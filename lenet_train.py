@@ -17,20 +17,21 @@ from tqdm import tqdm
 import lenet
 import multi_node
 import oneflow_setup
+import user_input
 from lenet import flow
 from stop_request import StopRequest
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument("--epochs", type=lenet.positive_int, default=20, help="passes over the training set (default: 20)")
-parser.add_argument("--batch-size", type=lenet.positive_int, default=100, help="images per step (default: 100)")
-parser.add_argument("--learning-rate", type=lenet.positive_float, default=0.1, help="SGD step size (default: 0.1)")
-parser.add_argument("--log-interval", type=lenet.positive_int, default=20, help="print the loss every this many steps (default: 20)")
+parser.add_argument("--epochs", type=user_input.positive_int, default=20, help="passes over the training set (default: 20)")
+parser.add_argument("--batch-size", type=user_input.positive_int, default=100, help="images per step (default: 100)")
+parser.add_argument("--learning-rate", type=user_input.positive_float, default=0.1, help="SGD step size (default: 0.1)")
+parser.add_argument("--log-interval", type=user_input.positive_int, default=20, help="print the loss every this many steps (default: 20)")
 parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights, the shuffling and dropout (default: 0)")
 parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the first GPU OneFlow 0.9 can run on, else cpu)")
 parser.add_argument("--data-dir", default=".", help="folder of mnist.npz, downloaded there if missing (default: .)")
 parser.add_argument("--model-dir", default="./lenet_models_1", help="folder to save the model to after every epoch, replacing it (default: ./lenet_models_1)")
 parser.add_argument("--resume", action="store_true", help="continue the training saved in --model-dir (default: start afresh)")
-parser.add_argument("--max-steps", type=lenet.positive_int, default=None, help="stop after this many steps in all, for smoke runs (default: no limit)")
+parser.add_argument("--max-steps", type=user_input.positive_int, default=None, help="stop after this many steps in all, for smoke runs (default: no limit)")
 parser.add_argument("--metrics", metavar="FILE", default=None, help="write each epoch's loss, test accuracy (%%) and images/s to this file, one JSON line per epoch, replacing it, or appended to with --resume (default: none)")
 
 

@@ -110,7 +110,8 @@ def main():
             for i, pixels in enumerate(npz["x_test"][:100]):
                 digits.append(tmp / f"{i}.png")
                 Image.fromarray(pixels).save(digits[-1])
-        shutil.copy(digits[0], tmp / "9.png")  # the name docs/export.md's lines read
+        (tmp / "data").mkdir()
+        shutil.copy(digits[0], tmp / "data" / "9.png")  # the name docs/export.md's lines read
         (tmp / "deploy.py").write_text(deployment_lines())
         for round_ in range(args.runs):
             print(f"round {round_ + 1} of {args.runs}", file=sys.stderr)

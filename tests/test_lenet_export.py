@@ -243,7 +243,8 @@ def test_the_lines_of_docs_export_md_read_a_digit_without_oneflow(exported, trai
     code = re.search(r"```python\n(.*?)```", (ROOT / "docs" / "export.md").read_text(), re.DOTALL)[1]
     raw = fixture_arrays()
     i = int(np.flatnonzero(raw["y_test"] == 9)[0])
-    Image.fromarray(raw["x_test"][i]).save(tmp_path / "9.png")
+    (tmp_path / "data").mkdir()
+    Image.fromarray(raw["x_test"][i]).save(tmp_path / "data" / "9.png")
     shutil.copy(path, tmp_path / "lenet.onnx")
     check = '\nimport sys\nassert "oneflow" not in sys.modules\n'  # onnxruntime alone
     result = run([sys.executable, "-c", code + check], cwd=tmp_path)
