@@ -233,3 +233,24 @@ def in_mount_namespace(mounts, command):
 def read_only_mounts(folder):
     """The mounts that make folder read-only, for in_mount_namespace: a bind mount of itself, remounted read-only."""
     return [["--bind", folder, folder], ["-o", "remount,ro,bind", folder]]
+
+
+def numpy_lenet(x, w, dropout_mask=1.0):
+    """An independent NumPy forward pass of the tutorial's LeNet; x (N, 1, 28, 28), w a dict of arrays."""
+    def conv_same(x, weight, bias):  # 5x5, stride 1, 2 pixels of zero padding
+        n, c, h, wd = x.shape
+        padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+        patches = np.stack([padded[:, :, i:i + h, j:j + wd] for i in range(5) for j in range(5)], axis=2)
+        # patches (N, C, 25, H, W); weight (O, C, 5, 5) -> (O, C, 25)
+        out = np.einsum("ncphw,ocp->nohw", patches, weight.reshape(weight.shape[0], c, 25))
+        return out + bias[None, :, None, None]
+
+    def pool(x):  # 2x2, stride 2
+        n, c, h, wd = x.shape
+        return x.reshape(n, c, h // 2, 2, wd // 2, 2).max(axis=(3, 5))
+
+    relu = lambda v: np.maximum(v, 0)  # noqa: E731
+    x = pool(relu(conv_same(x, w["conv1.weight"], w["conv1.bias"])))
+    x = pool(relu(conv_same(x, w["conv2.weight"], w["conv2.bias"])))
+    x = relu(x.reshape(len(x), -1) @ w["dense1.weight"].T + w["dense1.bias"]) * dropout_mask
+    return x @ w["dense2.weight"].T + w["dense2.bias"]

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import lenet
-from conftest import MNIST_ACCURACY, assert_fails_cleanly, fixture_arrays, run_script
+from conftest import MNIST_ACCURACY, assert_fails_cleanly, fixture_arrays, numpy_lenet, run_script
 from lenet_eval import (ERRORS_COLUMNS, TILE_HEIGHT, TILE_WIDTH, confusion_matrix, errors_image, format_confusion,
                         format_per_class, make_report, mistakes, report_json)
 
@@ -21,13 +21,14 @@ def test_eval_reports_the_accuracy_recounted_by_hand(trained):
     assert accuracy > MNIST_ACCURACY
     assert f"test accuracy {accuracy:.1f}%" in train_stdout.splitlines()[-2]  # the model trained is the one saved
 
-    # Recount: the saved model's logits in batches of 7 (200 is no multiple of 7), argmax against the labels.
-    model = lenet.LeNet()
-    lenet.CheckPoint(model).load(folder / "lenet_models_1")
-    (_, _), (images, labels), _, _ = lenet.load_mnist(folder)
-    logits = lenet.predict(lenet.EvalGraph(model), images, 7, lenet.flow.device("cpu"))
+    # Recount with NumPy alone: the saved weights as OneFlow's flow.load reads them, the fixture's raw test digits
+    # scaled as the tutorial did (pixel / 255), a NumPy forward pass written from the tutorial's layers, argmax.
+    state = lenet.flow.load(str(folder / "lenet_models_1"))
+    weights = {name: value.numpy().astype(np.float64) for name, value in state.items()}
+    raw = fixture_arrays()
+    logits = numpy_lenet(raw["x_test"][:, None] / 255.0, weights)
     assert logits.shape == (200, 10)
-    assert f"{100 * np.mean(logits.argmax(1) == labels):.1f}" == f"{accuracy:.1f}"
+    assert f"{100 * np.mean(logits.argmax(1) == raw['y_test']):.1f}" == f"{accuracy:.1f}"
 
 
 def test_eval_without_a_model(tmp_path):

@@ -19,8 +19,9 @@ import pytest
 
 import lenet
 from conftest import (CLEAN_ENV, DEADLINE, FIXTURE, ROOT, Lines, assert_fails_cleanly, fixture_arrays, initialised,
-                      run_script, started, wait, weights)
+                      numpy_lenet, run_script, started, wait, weights)
 from lenet import flow
+import lenet_train
 from lenet_train import TrainGraph
 from stop_request import GRACE
 
@@ -93,6 +94,51 @@ def test_padding_rows_are_left_out_of_the_loss_and_the_step():
         assert np.allclose(padded[name], real[name], rtol=0, atol=1e-6), name
     loss_counted, _ = train_step((images, labels, masks), 10)  # were the 3 rows counted, it would differ
     assert abs(loss_counted - loss_real) > 1e-3
+
+
+TUTORIAL_LEARNING_RATE = 0.1  # the tutorial's PiecewiseConstantScheduler([], [0.1]): written here, not read from the code
+
+
+def numpy_loss(w, images, labels, masks):
+    """The tutorial's loss by its definition, in float64: the mean over the rows of the softmax cross-entropy of the
+    logits of a NumPy forward pass."""
+    logits = numpy_lenet(images.astype(np.float64), w, masks)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -log_p[np.arange(len(labels)), labels].mean()
+
+
+def test_a_training_step_is_sgd_at_the_tutorials_rate_on_the_numpy_loss(tmp_path):
+    """lenet_train.train's first step, at the script's default rate, against NumPy: its loss is numpy_loss of the
+    batch and dropout masks the seed gives, and for each weight tensor the step, divided by the tutorial's rate, is
+    the loss's gradient there: its length is the loss's slope along it, by central differences."""
+    raw, seed, n = fixture_arrays(), 3, 20
+    # Off zero by 0.01: on MNIST's black background a first convolution gives its bias, 0 at the start, exactly where
+    # ReLU bends, and the loss has no derivative along the biases there.
+    images = (raw["x_train"][:n, None] / np.float32(255) + np.float32(0.01)).astype(np.float32)
+    labels = raw["y_train"][:n].astype(np.int32)
+    before = {name: p.numpy().astype(np.float64) for name, p in initialised(seed).state_dict().items()}
+    # The seeded generator's draws in the order lenet_train.py makes them: the shuffle, then the dropout mask,
+    # which by the tutorial's definition keeps each value with probability 0.5 and scales it by 1 / 0.5.
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    masks = (rng.random((n, 512)) >= 0.5) / 0.5
+    check_point = lenet.CheckPoint(lenet.LeNet())
+    history = lenet_train.train(check_point, (images, labels), (images[:10], labels[:10]), flow.device("cpu"), 1, n,
+                                lenet_train.parser.parse_args([]).learning_rate, 1, seed, tmp_path / "model",
+                                max_steps=1)
+    expected = numpy_loss(before, images[order], labels[order], masks)
+    assert abs(history[0]["loss"] - expected) < 1e-5 * expected
+    after = {name: p.numpy() for name, p in check_point.model.state_dict().items()}
+    loss = lambda w: numpy_loss(w, images[order], labels[order], masks)  # noqa: E731
+    for name in before:
+        gradient = (before[name] - after[name]) / TUTORIAL_LEARNING_RATE
+        length = np.linalg.norm(gradient)
+        direction = gradient / length
+        eps = 1e-5
+        slope = (loss({**before, name: before[name] + eps * direction}) -
+                 loss({**before, name: before[name] - eps * direction})) / (2 * eps)
+        assert abs(slope - length) < 1e-3 * length, (name, slope, length)
 
 
 # ---------------------------------------------------------------------------------------------
