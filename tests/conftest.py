@@ -38,6 +38,8 @@ CLEAN_ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
 sys.path.insert(0, str(ROOT))
 import lenet  # noqa: E402  (from ROOT)
 
+pytest_plugins = ["no_skips"]  # a skip fails the run
+
 
 @contextlib.contextmanager
 def started(command, **popen_kwargs):
