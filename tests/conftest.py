@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,22 @@ FIXTURE = Path(__file__).resolve().parent / "data" / "mnist.npz"
 # another CPU's rounding as well: a different rounding sends training on another path, as a different seed does.
 TRAIN_FLAGS = ["--epochs", 12, "--batch-size", 50]
 MNIST_ACCURACY = 83  # percent the fixture model must pass on the fixture's test digits: the lowest seen, 88.0, less 5
-# Seconds for any one process or state a test waits for: far more than a loaded machine needs, and less than
-# pytest.ini's timeout for a whole test, so that a wait that fails still ends what it started.
-DEADLINE = 600
+# Seconds that all the waits of one test (its fixtures' included) may take together: less than pytest.ini's
+# timeout for a whole test, so that a wait that runs out fails the test and still ends what it started.
+BUDGET = 840
+_test_began = [time.monotonic()]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Each test's budget starts before its fixtures are made."""
+    _test_began[0] = time.monotonic()
+
+
+def left(timeout=None):
+    """Seconds a wait may take: what is left of the running test's BUDGET (at least 1), or timeout if that is less."""
+    remaining = max(1.0, BUDGET - (time.monotonic() - _test_began[0]))
+    return remaining if timeout is None else min(timeout, remaining)
 
 # What a developer may have exported that changes how OneFlow or the scripts run: the tests run the scripts as a
 # user who set nothing does. Taken out of this process's environment before `import lenet` (which reads some of
@@ -74,9 +88,10 @@ class Lines:
             self.ended = True
             self.changed.notify_all()
 
-    def until(self, find, what, timeout=DEADLINE):
+    def until(self, find, what, timeout=None):
         """find()'s value once it is not None (find is called under the lock); fails, saying there was no `what`, if
         the stream ends first or time runs out."""
+        timeout = left(timeout)
         with self.changed:
             self.changed.wait_for(lambda: find() is not None or self.ended, timeout)
             found = find()
@@ -85,41 +100,43 @@ class Lines:
                             f"{''.join(self.lines)}")
             return found
 
-    def wait_for(self, line, count=1, timeout=DEADLINE):
+    def wait_for(self, line, count=1, timeout=None):
         """Wait until the whole line `line` has come count times; fail if the stream ends first or time runs out."""
         self.until(lambda: True if self.lines.count(line + "\n") >= count else None, repr(line), timeout)
 
-    def line(self, index, timeout=DEADLINE):
+    def line(self, index, timeout=None):
         """The index-th line (from 0, without its newline), once read; fails if the stream ends first or time runs out."""
         return self.until(lambda: self.lines[index].rstrip("\n") if len(self.lines) > index else None,
                           f"line {index + 1}", timeout)
 
-    def starting(self, prefix, timeout=DEADLINE):
+    def starting(self, prefix, timeout=None):
         """The first line that starts with prefix (without its newline), once read; fails if the stream ends first or
         time runs out."""
         return self.until(lambda: next((line.rstrip("\n") for line in self.lines if line.startswith(prefix)), None),
                           f"line starting {prefix!r}", timeout)
 
-    def text(self, timeout=DEADLINE):
+    def text(self, timeout=None):
         """Everything read, once the stream has ended (its process has exited)."""
+        timeout = left(timeout)
         with self.changed:
             if not self.changed.wait_for(lambda: self.ended, timeout):
                 pytest.fail(f"the stream did not end in {timeout} s:\n{''.join(self.lines)}")
             return "".join(self.lines)
 
 
-def wait(process, timeout=DEADLINE):
+def wait(process, timeout=None):
     """process's exit status, once it has exited; fails if that takes more than timeout seconds."""
+    timeout = left(timeout)
     try:
         return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{process.args[:3]}... still running after {timeout} s")
 
 
-def run(command, cwd, env=None, timeout=DEADLINE):
+def run(command, cwd, env=None, timeout=None):
     """Run command (its parts made str) to its end, killed with its children after timeout seconds; return the
     CompletedProcess."""
-    command = [str(part) for part in command]
+    command, timeout = [str(part) for part in command], left(timeout)
     with started(command, cwd=cwd, env={**CLEAN_ENV, **(env or {})}, stdin=subprocess.DEVNULL,
                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
         try:
@@ -223,7 +240,7 @@ def in_mount_namespace(mounts, command):
     or in a user namespace of its own where this is not root; skips the test where this machine allows neither."""
     prefix = ["unshare", "--mount", "--propagation", "private"] + ([] if os.geteuid() == 0 else ["--user", "--map-root-user"])
     try:
-        refused = subprocess.run([*prefix, "true"], capture_output=True, text=True, timeout=DEADLINE).returncode
+        refused = subprocess.run([*prefix, "true"], capture_output=True, text=True, timeout=left()).returncode
     except OSError as e:
         refused = e
     if refused:

@@ -24,7 +24,7 @@ from PIL import Image
 
 import digit_image
 import lenet
-from conftest import CLEAN_ENV, ROOT, fixture_arrays, run
+from conftest import CLEAN_ENV, ROOT, fixture_arrays, left, run
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import app_soak  # noqa: E402  (the soak benchmark's clients; it also sets GRADIO_ANALYTICS_ENABLED=False)
@@ -136,8 +136,8 @@ def free_port():
 def wait_for_line(process, stdout_path, stderr_path, prefix, unless=None):
     """The first line of the process's stdout that starts with prefix, once printed; fails if the process ends first,
     or returns None if it ended with a line of stderr that starts with unless."""
-    start = time.monotonic()
-    while time.monotonic() - start < DEADLINE:
+    start, seconds = time.monotonic(), left(DEADLINE)
+    while time.monotonic() - start < seconds:
         for line in stdout_path.read_text().splitlines():
             if line.startswith(prefix):
                 return line
@@ -147,7 +147,7 @@ def wait_for_line(process, stdout_path, stderr_path, prefix, unless=None):
             pytest.fail(f"lenet_app.py ended ({process.returncode}) before printing {prefix!r}:\n"
                         f"{stdout_path.read_text()}\n{stderr_path.read_text()}")
         time.sleep(0.05)  # between looks at the file: the wait is for the line
-    pytest.fail(f"lenet_app.py printed no {prefix!r} line in {DEADLINE} s:\n{stderr_path.read_text()}")
+    pytest.fail(f"lenet_app.py printed no {prefix!r} line in {seconds:.0f} s:\n{stderr_path.read_text()}")
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,7 @@ def server(trained, tmp_path_factory):
     finally:
         process.terminate()
         try:
-            process.wait(timeout=DEADLINE)
+            process.wait(timeout=left(DEADLINE))
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
@@ -213,7 +213,7 @@ def client(app, clients):
     """A gradio_client.Client of the server, which is checked alive before the test and after it."""
     from gradio_client import Client
     if app not in clients:
-        clients[app] = Client(app, verbose=False, httpx_kwargs={"timeout": DEADLINE})  # its default: 5 s a call
+        clients[app] = Client(app, verbose=False, httpx_kwargs={"timeout": left(DEADLINE)})  # its default: 5 s a call
     return clients[app]
 
 
@@ -248,10 +248,10 @@ def test_twenty_requests_at_once_are_all_answered(app, reference, tmp_path):
     pngs = digit_pngs(tmp_path)
     # A Client for each request, as 20 visitors have: one Client shared by 20 requests at once loses about 1 request
     # in 400 (CancelledError) of its own, whatever the server.
-    clients = [Client(app, verbose=False, httpx_kwargs={"timeout": DEADLINE}) for _ in range(20)]
+    clients = [Client(app, verbose=False, httpx_kwargs={"timeout": left(DEADLINE)}) for _ in range(20)]
     jobs = [(digit, client.submit(handle_file(pngs[digit]), api_name="/predict"))
             for digit, client in zip(list(range(10)) * 2, clients)]
-    answers = [(digit, job.result(timeout=DEADLINE)["label"]) for digit, job in jobs]
+    answers = [(digit, job.result(timeout=left(DEADLINE))["label"]) for digit, job in jobs]
     expected = {digit: str(reference(digit_image.load_image(pngs[digit])).argmax()) for digit in range(10)}
     assert answers == [(digit, expected[digit]) for digit, _ in jobs]
 
@@ -272,7 +272,7 @@ def test_four_hundred_requests_twenty_at_once_leave_the_server_up(server, app, r
 def test_an_upload_its_client_leaves_midway_logs_no_traceback(server, client, tmp_path):
     # As the page does when a stroke's canvas upload is cancelled for the next one's, or a tab is closed.
     port = int(server[1].rstrip("/").rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as connection:
+    with socket.create_connection(("127.0.0.1", port), timeout=left(DEADLINE)) as connection:
         connection.sendall(b"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
                            b"Content-Type: multipart/form-data; boundary=cut\r\n\r\n--cut\r\nContent-Disposition: "
                            b"form-data; name=\"files\"; filename=\"7.png\"\r\n\r\n\x89PNG")
@@ -284,7 +284,7 @@ def test_an_upload_its_client_leaves_midway_logs_no_traceback(server, client, tm
 
 def test_without_a_model_it_exits_before_serving(tmp_path):
     # A server started by mistake would be ended after DEADLINE seconds, and fail the test.
-    result = run([sys.executable, ROOT / "lenet_app.py", "--port", free_port()], cwd=tmp_path, timeout=DEADLINE)
+    result = run([sys.executable, ROOT / "lenet_app.py", "--port", free_port()], cwd=tmp_path, timeout=left(DEADLINE))
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == "error: no model at ./lenet_models_1 (run lenet_train.py first)"
     assert "serving" not in result.stdout and "Traceback" not in result.stderr
@@ -345,7 +345,7 @@ XMLHttpRequest.prototype.send = function () {
 def wait(browser, condition):
     """condition(browser)'s first truthy value, waited for."""
     from selenium.webdriver.support.ui import WebDriverWait
-    return WebDriverWait(browser, DEADLINE, poll_frequency=0.05).until(condition)
+    return WebDriverWait(browser, left(DEADLINE), poll_frequency=0.05).until(condition)
 
 
 def element_state(browser, script):
@@ -410,7 +410,7 @@ def answer(browser):
 def seen_image(browser):
     """The 28x28 image the page shows (each pixel a 10x10 square), as float32 (1, 28, 28) in [0, 1]."""
     url = wait(browser, element_state(browser, "document.querySelector('#seen img')?.src"))
-    with urllib.request.urlopen(url, timeout=DEADLINE) as response:
+    with urllib.request.urlopen(url, timeout=left(DEADLINE)) as response:
         shown = np.asarray(Image.open(BytesIO(response.read())).convert("L"), np.float32)
     assert shown.shape == (280, 280)
     return (shown[::10, ::10] / 255)[None]

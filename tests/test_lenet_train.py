@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import lenet
-from conftest import (CLEAN_ENV, DEADLINE, FIXTURE, ROOT, Lines, assert_fails_cleanly, fixture_arrays, initialised,
-                      numpy_lenet, run_script, started, wait, weights)
+from conftest import (CLEAN_ENV, FIXTURE, ROOT, Lines, assert_fails_cleanly, fixture_arrays, initialised,
+                      left, numpy_lenet, run_script, started, wait, weights)
 from lenet import flow
 import lenet_train
 from lenet_train import TrainGraph
@@ -171,7 +171,7 @@ def test_a_terminal_shows_a_progress_bar_and_a_pipe_does_not(data_dir):
     with started([sys.executable, str(ROOT / "lenet_train.py"), "--max-steps", "5", "--log-interval", "50"],
                  cwd=data_dir, env=CLEAN_ENV, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal) as process:
         os.close(terminal)
-        shown, deadline = b"", time.monotonic() + DEADLINE
+        shown, deadline = b"", time.monotonic() + left()
         while True:  # what the terminal shows, until the run ends and closes it
             assert time.monotonic() < deadline, shown.decode(errors="replace")
             if select.select([controller], [], [], 1)[0]:
@@ -364,10 +364,11 @@ def delivered(process):
 
 
 def wait_for(condition, what):
-    """Wait until condition() is true, bounded by a generous deadline for a busy machine."""
-    deadline = time.monotonic() + DEADLINE
+    """Wait until condition() is true, bounded by what is left of the test's budget."""
+    seconds = left()
+    deadline = time.monotonic() + seconds
     while not condition():
-        assert time.monotonic() < deadline, f"no {what} in {DEADLINE} s"
+        assert time.monotonic() < deadline, f"no {what} in {seconds:.0f} s"
         time.sleep(0.01)  # between looks at the state
 
 

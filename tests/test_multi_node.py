@@ -14,7 +14,7 @@ import pytest
 
 import lenet
 import multi_node
-from conftest import CLEAN_ENV, DEADLINE, ROOT, Lines, launch, run_script, started, weights
+from conftest import CLEAN_ENV, ROOT, Lines, launch, left, run_script, started, weights
 
 SUBNET = "10.201.7"  # a private /24, seen only inside the two namespaces
 PORT = 29500  # free: each namespace has ports of its own
@@ -78,7 +78,9 @@ def wait_until_listening(namespace, process):
     """Wait until the first node's process listens on PORT in namespace, or process (its launcher) has ended.
 
     Node 1 is started then: OneFlow's processes that find no one listening try again only 10 s later."""
-    for _ in range(DEADLINE * 10):
+    seconds = left()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         sockets = []
         for table in ("tcp", "tcp6"):  # OneFlow's gRPC listens on IPv6's "any" where it can, else IPv4's
             with open(f"/proc/{process.pid}/net/{table}") as f:  # the sockets of the launcher's namespace
@@ -88,7 +90,7 @@ def wait_until_listening(namespace, process):
         if process.poll() is not None:
             return
         time.sleep(0.1)
-    pytest.fail(f"nothing listens on port {PORT} in {namespace} after {DEADLINE} s")
+    pytest.fail(f"nothing listens on port {PORT} in {namespace} after {seconds:.0f} s")
 
 
 @contextlib.contextmanager
