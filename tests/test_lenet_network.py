@@ -1,4 +1,6 @@
 """lenet.py's network: shapes, parameter count, initialisation, dropout, and a NumPy forward pass of the same weights."""
+import math
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,23 @@ def test_init_is_truncated_normal_redrawn_beyond_two_std_with_zero_biases(model)
     # standard error is below 0.0001.
     assert abs(weights.std() - 0.0880) < 0.0005
     assert abs(weights.mean()) < 0.0005
+
+
+def truncated_normal_cdf(x, std=0.1):
+    """The CDF of Normal(0, std) cut at 2 std and renormalised, from the definition (math.erf)."""
+    phi = np.vectorize(lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2))))
+    return (phi(np.clip(x / std, -2, 2)) - phi(-2.0)) / (phi(2.0) - phi(-2.0))
+
+
+def test_each_weight_tensor_passes_a_kolmogorov_smirnov_test_for_the_truncated_normal(model):
+    for name, p in model.named_parameters():
+        if name.endswith("weight"):
+            values = np.sort(p.numpy().ravel().astype(np.float64))
+            n = len(values)
+            cdf = truncated_normal_cdf(values)
+            distance = max((np.arange(1, n + 1) / n - cdf).max(), (cdf - np.arange(n) / n).max())
+            # 1.95 / sqrt(n): the distance a true sample passes with probability 0.999 (Kolmogorov's limit).
+            assert distance < 1.95 / math.sqrt(n), (name, distance)
 
 
 def test_init_is_seeded():
