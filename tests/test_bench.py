@@ -85,9 +85,12 @@ def test_full_mnist_refuses_files_that_are_not_mnists(tmp_path):
 
 
 def test_full_mnist_table_has_a_column_a_run_and_a_dash_where_none_ran():
-    run_ = dict(accuracies=[98.0, 99.25], seconds=90, rss=600.4, images=1000.0, load=0.1, date="2026-12-02 10:00 UTC")
+    run_ = dict(accuracies=[98.0, 99.25], seconds=90, rss=600.4, images=1000.0, load=0.1, cpu="AMD EPYC (AVX2, AVX-512)",
+                date="2026-12-02 10:00 UTC")
     lines = full_mnist.table({("oneflow", 1): run_}, epochs=2, seeds=[0, 1])
     assert lines[0] == "| | OneFlow, seed 0 | OneFlow, seed 1 | PyTorch, seed 0 | PyTorch, seed 1 |"
     assert lines[2] == "| test accuracy after epoch 1, % | - | 98.00 | - | - |"
     assert lines[4] == "| **test accuracy after 2 epochs, %** | - | **99.25** | - | - |"
     assert "| wall time, min | - | 1.5 | - | - |" in lines and "| peak resident memory, MiB | - | 600 | - | - |" in lines
+    assert "| best epoch's, % | - | 99.25 | - | - |" in lines
+    assert "| mean of epochs 1-2, % | - | 98.62 | - | - |" in lines and "| CPU | - | AMD EPYC (AVX2, AVX-512) | - | - |" in lines

@@ -15,7 +15,7 @@ import lenet
 import lenet_test
 import onnx_model
 from benchmarks.image_sets import KINDS, drawn_set, make_image, write_set
-from conftest import MNIST_ACCURACY, assert_fails_cleanly, fixture_arrays, run_script
+from conftest import MNIST_ACCURACY, assert_fails_cleanly, fixture_arrays, numpy_lenet, run_script
 from test_digit_image import encoded_digits, png_header
 
 
@@ -49,22 +49,31 @@ def test_mnist_pngs_are_read_exactly_as_evaluation_reads_them(image_sets, traine
     assert images.dtype == np.float32 and np.array_equal(images, expected)  # bit for bit: same logits, same answers
 
 
-def test_predicts_a_png_as_evaluation_does(trained, tmp_path):
+def test_reads_pngs_as_a_numpy_forward_pass_of_the_saved_weights_does(trained, tmp_path):
     folder, _ = trained
     raw = fixture_arrays()
     chosen = [int(np.flatnonzero(raw["y_test"] == digit)[0]) for digit in range(10)]  # one of each digit
-    model = lenet.LeNet()
-    lenet.CheckPoint(model).load(folder / "lenet_models_1")
-    (_, _), (images, _), _, _ = lenet.load_mnist(folder)
-    expected = lenet.predict(lenet.EvalGraph(model), images[chosen], 10, lenet.flow.device("cpu")).argmax(1)
-    predictions = []
+    paths = []
     for i in chosen:
-        Image.fromarray(raw["x_test"][i]).save(tmp_path / f"{i}.png")
-        result = run_script("lenet_test.py", tmp_path / f"{i}.png", cwd=folder)
-        assert result.returncode == 0, result.stderr
-        predictions.append(int(re.fullmatch(r"prediction: (\d) \(probability [\d.]+\)", result.stdout.splitlines()[-1])[1]))
-    assert predictions == expected.tolist()
-    assert np.mean(np.array(predictions) == np.arange(10)) >= 0.7  # observed 10 of 10
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(raw["x_test"][i]).save(paths[-1])
+    result = run_script("lenet_test.py", *paths, "--top-k", 10, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    # The reference: NumPy alone, on the weights as OneFlow's flow.load reads them and the pixels / 255.
+    state = lenet.flow.load(str(folder / "lenet_models_1"))
+    logits = numpy_lenet(raw["x_test"][chosen, None] / 255.0, {k: v.numpy().astype(np.float64) for k, v in state.items()})
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    lines = result.stdout.splitlines()[1:]
+    assert len(lines) == 10
+    for path, line, probabilities in zip(paths, lines, expected):
+        top = re.fullmatch(rf"{re.escape(str(path))}: prediction: (\d) \(probability [\d.]+\) top 10: (.*)", line)
+        assert top, line
+        shown = {int(d): float(p) for d, p in (pair.split() for pair in top[2].split(", "))}
+        assert int(top[1]) == probabilities.argmax()
+        assert sorted(shown) == list(range(10))
+        assert max(abs(shown[d] - probabilities[d]) for d in range(10)) <= 0.0005 + 1e-4, line  # printed to 3 places
+    assert [int(line.split("prediction: ")[1][0]) for line in lines] == list(range(10))  # each digit read as itself
 
 
 def test_without_a_model(tmp_path):
