@@ -39,11 +39,14 @@ def left(timeout=None):
     remaining = max(1.0, BUDGET - (time.monotonic() - _test_began[0]))
     return remaining if timeout is None else min(timeout, remaining)
 
+
 # What a developer may have exported that changes how OneFlow or the scripts run: the tests run the scripts as a
 # user who set nothing does. Taken out of this process's environment before `import lenet` (which reads some of
-# them), so out of the processes it starts too.
+# them), so out of the processes it starts too. A proxy too: it would carry the tests' requests to their own servers
+# (127.0.0.1) and the download tests' elsewhere.
 SETTINGS = ("LENET_", "ONEFLOW_", "GLOG_", "MKL_", "OMP_", "KMP_", "OPENBLAS_", "GRADIO_", "PYTHONFAULTHANDLER")
-for name in [name for name in os.environ if name.startswith(SETTINGS)]:
+PROXIES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+for name in [name for name in os.environ if name.startswith(SETTINGS) or name.lower() in PROXIES]:
     del os.environ[name]
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # gradio_client's telemetry, on unless this says "False"
 # The environment of the processes the tests start: this one as cleaned above, before lenet's import sets

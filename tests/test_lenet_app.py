@@ -8,6 +8,7 @@ shown), bounded by a generous deadline for a busy machine.
 
     APP_SCREENSHOT=docs/app.png .venv/bin/python -m pytest -q tests/test_lenet_app.py -k mouse    # remakes docs/app.png
 """
+import json
 import os
 import shutil
 import signal
@@ -160,19 +161,20 @@ def wait_for_line(process, stdout_path, stderr_path, prefix, unless=None):
 def server(trained, tmp_path_factory):
     """lenet_app.py serving the trained model, started as `make app` starts it: (process, URL, folder of its stdout
     and stderr). Ended after the module; no request, good or bad, may have raised in it."""
-    folder, _ = trained
-    for attempt in range(5):  # a free port is only free when asked: another run of the tests may take it first
-        logs = tmp_path_factory.mktemp("app")
-        port = free_port()
-        with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
-            process = subprocess.Popen([sys.executable, str(ROOT / "lenet_app.py"), "--port", str(port)], cwd=folder,
-                                       env={**CLEAN_ENV, "PYTHONFAULTHANDLER": "1"}, stdout=stdout, stderr=stderr,
-                                       start_new_session=True)
-        clash = f"error: cannot serve on 127.0.0.1:{port}: the port is taken"
-        if not wait_for_line(process, logs / "stdout", logs / "stderr", "serving on ", unless=clash):
-            continue
-        break
-    try:
+    folder, process = trained[0], None
+    try:  # from the first start on: whatever fails, the server is ended
+        for attempt in range(5):  # a free port is only free when asked: another run of the tests may take it first
+            logs = tmp_path_factory.mktemp("app")
+            port = free_port()
+            with open(logs / "stdout", "w") as stdout, open(logs / "stderr", "w") as stderr:
+                # GRADIO_TEMP_DIR: the uploads Gradio keeps go to the test's folder, not the system's /tmp.
+                process = subprocess.Popen([sys.executable, str(ROOT / "lenet_app.py"), "--port", str(port)],
+                                           cwd=folder, env={**CLEAN_ENV, "PYTHONFAULTHANDLER": "1",
+                                                            "GRADIO_TEMP_DIR": str(logs / "uploads")},
+                                           stdout=stdout, stderr=stderr, start_new_session=True)
+            clash = f"error: cannot serve on 127.0.0.1:{port}: the port is taken"
+            if wait_for_line(process, logs / "stdout", logs / "stderr", "serving on ", unless=clash):
+                break
         start = time.monotonic()
         line = wait_for_line(process, logs / "stdout", logs / "stderr", "serving on ")
         print(f"lenet_app.py served after {time.monotonic() - start:.1f} s")  # shown by pytest -s
@@ -181,12 +183,13 @@ def server(trained, tmp_path_factory):
         yield process, f"http://127.0.0.1:{port}/", logs
         assert_alive((process, None, logs))
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=left(DEADLINE))
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=left(DEADLINE))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
     stderr = (logs / "stderr").read_text()
     assert "Traceback" not in stderr, stderr
 
@@ -210,8 +213,12 @@ def app(server):
 
 @pytest.fixture(scope="module")
 def clients():
-    """{URL: gradio_client.Client}, made once per module, when a test first asks (after its check of the server)."""
-    return {}
+    """{URL: gradio_client.Client}, made once per module, when a test first asks (after its check of the server),
+    and closed after the module."""
+    made = {}
+    yield made
+    for client in made.values():
+        client.close()
 
 
 @pytest.fixture
@@ -256,9 +263,13 @@ def test_twenty_requests_at_once_are_all_answered(app, reference, tmp_path):
     # A Client for each request, as 20 visitors have: one Client shared by 20 requests at once loses about 1 request
     # in 400 (CancelledError) of its own, whatever the server.
     clients = [Client(app, verbose=False, httpx_kwargs={"timeout": left(DEADLINE)}) for _ in range(20)]
-    jobs = [(digit, client.submit(handle_file(pngs[digit]), api_name="/predict"))
-            for digit, client in zip(list(range(10)) * 2, clients)]
-    answers = [(digit, job.result(timeout=left(DEADLINE))["label"]) for digit, job in jobs]
+    try:
+        jobs = [(digit, client.submit(handle_file(pngs[digit]), api_name="/predict"))
+                for digit, client in zip(list(range(10)) * 2, clients)]
+        answers = [(digit, job.result(timeout=left(DEADLINE))["label"]) for digit, job in jobs]
+    finally:
+        for client in clients:
+            client.close()
     expected = {digit: str(reference(digit_image.load_image(pngs[digit])).argmax()) for digit in range(10)}
     assert expected == {digit: str(digit) for digit in range(10)}  # each digit is read as itself
     assert answers == [(digit, expected[digit]) for digit, _ in jobs]
@@ -469,3 +480,32 @@ def test_uploads_a_png_and_reads_it(page, reference, tmp_path):
     expected = digit_image.load_image(path)
     assert answer(page) == str(reference(expected).argmax())
     assert np.allclose(seen_image(page), expected, atol=0.5 / 255)
+
+
+# The page run as a user runs it, with no GRADIO_ANALYTICS_ENABLED of theirs (the tests' own is taken out first): its
+# launch() is replaced with one that reports what it was asked for.
+OFFLINE = """
+import json, os, sys
+os.environ.pop("GRADIO_ANALYTICS_ENABLED", None)
+sys.path.insert(0, sys.argv[1])
+sys.argv[0] = "lenet_app.py"
+import lenet_app  # sets the variable before it imports gradio, which reads it then
+import gradio
+
+def launch(self, **kwargs):
+    print(json.dumps({"page's analytics": self.analytics_enabled,
+                      "gradio's analytics": gradio.analytics.analytics_enabled(),
+                      "share": kwargs.get("share", "unset")}))
+    sys.exit(0)
+
+gradio.Blocks.launch = launch
+lenet_app.main(["--model-dir", sys.argv[2]])
+"""
+
+
+def test_the_page_runs_offline_with_no_analytics_and_no_share_link(trained, tmp_path):
+    folder, _ = trained
+    result = run([sys.executable, "-c", OFFLINE, ROOT, folder / "lenet_models_1"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"page's analytics": False, "gradio's analytics": False,
+                                                          "share": False}
