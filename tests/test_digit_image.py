@@ -173,6 +173,19 @@ def test_a_blank_page_is_refused_naming_the_file(tmp_path, name, make):
         digit_image.load_image(tmp_path / name)
 
 
+@pytest.mark.parametrize("contrast, blank", [(23, True), (25, False)])
+def test_a_page_counts_as_blank_below_24_grey_levels_of_contrast(tmp_path, contrast, blank):
+    """docs/your-digits.md's threshold: ink and paper 24 grey levels apart, on a clean page, is the least read."""
+    page = np.full((120, 120), 255, np.uint8)
+    page[30:90, 50:70] = 255 - contrast  # a bar of ink on white paper, no noise
+    Image.fromarray(page).save(tmp_path / "faint.png")
+    if blank:
+        with pytest.raises(lenet.InputError, match=f"ink and paper differ by {contrast} grey levels"):
+            digit_image.load_image(tmp_path / "faint.png")
+    else:
+        assert digit_image.load_image(tmp_path / "faint.png").max() == 1.0
+
+
 def png_header(width, height):
     """A PNG file's bytes that claim width x height 8-bit grey pixels (and hold none)."""
     def chunk(kind, data):

@@ -75,7 +75,8 @@ def test_export_prints_the_file_its_size_opset_and_largest_difference(exported):
                          r"of 1, 7, 100; at most 1e-04\)", lines[-1])
     assert match and float(match[1]) < 1e-4  # observed 1.9e-06
     assert sorted(p.name for p in path.parent.iterdir()) == ["lenet.onnx"]  # no temporary file left
-    assert onnx.load(str(path)).opset_import[0].version == 10
+    model = onnx.load(str(path))
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 10)] and model.ir_version == 5  # export.md
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 100])
