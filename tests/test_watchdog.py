@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+import watchdog
 from conftest import ROOT, run, run_script
 
 
@@ -96,3 +97,10 @@ def test_the_lost_node_lines_name_other_nodes_first_and_no_reused_descriptor(tmp
     lines = result.stderr.splitlines()
     assert lines[:3] == ["error: lost node 1 (127.0.0.2)", "error: lost a process of this node",
                          "Fatal Python error: Aborted"], result.stderr
+
+
+def test_the_wait_is_60_s_unless_lenet_node_timeout_says_otherwise(monkeypatch):
+    monkeypatch.delenv("LENET_NODE_TIMEOUT", raising=False)
+    assert watchdog.seconds_from_environment() == 60  # the default docs/distributed.md states
+    monkeypatch.setenv("LENET_NODE_TIMEOUT", "2.5")
+    assert watchdog.seconds_from_environment() == 2.5
