@@ -49,7 +49,7 @@ def test_two_processes_train_as_one_does_and_one_process_evaluates_their_model(d
 
 def test_a_batch_that_does_not_split_over_the_processes(data_dir):
     result = launch("lenet_train.py", "--max-steps", 1, "--batch-size", 25, cwd=data_dir)
-    assert result.returncode != 0
+    assert result.returncode == 1  # the launcher's CalledProcessError, below
     assert "error: a batch of 25 does not split over 2 processes: use a --batch-size that is a multiple of 2" in result.stderr
     # The only traceback is the launcher's own, reporting that its processes exited with status 1.
     assert "subprocess.CalledProcessError" in result.stderr and "returned non-zero exit status 1" in result.stderr

@@ -414,6 +414,15 @@ def test_resume_after_a_max_steps_run(small_data, uninterrupted):
     assert_same_weights(weights(small_data / "two"), uninterrupted[0])
 
 
+@pytest.mark.parametrize("loss", [float("nan"), float("inf"), float("-inf")])
+def test_a_loss_that_is_not_finite_is_refused_with_its_value(loss):
+    with pytest.raises(lenet.InputError, match=rf"^the loss became {loss} at epoch 3 step 7: training diverged; try a "
+                                               rf"lower --learning-rate than 0.5 \(the last good model, if any, is "
+                                               rf"still at out\)$"):
+        lenet_train.check_finite(loss, 3, 7, 0.5, "out")
+    lenet_train.check_finite(3.4e38, 3, 7, 0.5, "out")  # large, but a number: training goes on
+
+
 def test_a_diverging_loss_stops_training_and_keeps_the_last_good_model(small_data, uninterrupted):
     before = (small_data / "whole" / "pickled_data").read_bytes()
     result = run_script("lenet_train.py", *TRAIN, "--model-dir", "whole", "--learning-rate", 1e9, cwd=small_data)
