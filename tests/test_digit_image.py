@@ -135,7 +135,8 @@ def test_an_image_larger_than_1024_pixels_is_shrunk_first(tmp_path):
     page = np.full((2400, 3000), 235, np.uint8)
     page[800:800 + 28 * 30, 1000:1000 + 28 * 30] = scaled_digit(factor=30)  # 840 pixels tall
     Image.fromarray(page).save(tmp_path / "big.png")
-    assert max(digit_image.read_gray(tmp_path / "big.png").shape) <= digit_image.MAX_SIDE
+    # docs/your-digits.md: larger than 1024 pixels a side, box-shrunk to that: by 3, the least whole factor that fits.
+    assert digit_image.read_gray(tmp_path / "big.png").shape == (800, 1000)
     expected = digit_image.mnist_like(scaled_digit(factor=4).astype(np.float32))
     assert difference(digit_image.load_image(tmp_path / "big.png")[0], expected) < 0.03  # observed 0.01
 
