@@ -23,7 +23,6 @@ from conftest import (CLEAN_ENV, FIXTURE, ROOT, Lines, assert_fails_cleanly, fix
 from lenet import flow
 import lenet_train
 from lenet_train import TrainGraph
-from stop_request import GRACE
 
 
 def test_train_prints_the_log_and_saves(trained):
@@ -384,11 +383,12 @@ def test_a_second_ctrl_c_exits_at_once_while_oneflow_does_not_return(small_data,
 
 def test_sigterm_ends_a_run_that_oneflow_does_not_return_to(small_data, start_paused):
     paused = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "native", hold="native")
+    sent = time.monotonic()
     paused.process.send_signal(signal.SIGTERM)
     returncode, _, stderr = paused.end()
-    assert returncode == 143  # after stop_request.GRACE seconds
-    assert stderr.splitlines()[-1] == (f"interrupted by SIGTERM: training was inside OneFlow and did not come back "
-                                       f"within {GRACE} s; stopped at once")
+    assert returncode == 143 and time.monotonic() - sent >= 10  # after the 10 s docs/failures.md gives, not at once
+    assert stderr.splitlines()[-1] == ("interrupted by SIGTERM: training was inside OneFlow and did not come back "
+                                       "within 10 s; stopped at once")
 
 
 def test_resume_refuses_other_flags_or_no_state(small_data, uninterrupted):
