@@ -141,14 +141,17 @@ def main():
     kept = Path(args.results)
     kept.mkdir(parents=True, exist_ok=True)
 
+    def saved(framework, seed):
+        """The file that keeps a run's results."""
+        return kept / f"{framework}-seed{seed}-{args.epochs}-epochs.json"
+
     def publish():
         """The table in BENCHMARKS.md, written again with every run kept, of this call or an earlier one."""
         results = {}
         for seed in args.seeds:
             for framework in ("oneflow", "torch"):
-                saved = kept / f"{framework}-seed{seed}-{args.epochs}-epochs.json"
-                if saved.is_file():
-                    results[framework, seed] = json.loads(saved.read_text())
+                if saved(framework, seed).is_file():
+                    results[framework, seed] = json.loads(saved(framework, seed).read_text())
         bench.publish(args.output, MARK_START, MARK_END,
             f"The full MNIST (LeCun's four files, MD5s checked: 60,000 training and 10,000 test digits), "
             f"{args.epochs} epochs of batch 100 at learning rate 0.1, on {os.cpu_count()} cores (each run's CPU in "
@@ -158,14 +161,13 @@ def main():
 
     for seed in args.seeds:
         for framework, run in runs.items():
-            saved = kept / f"{framework}-seed{seed}-{args.epochs}-epochs.json"
-            if not saved.is_file():  # each run once: a benchmark started again goes on where it stopped
+            if not saved(framework, seed).is_file():  # each run once: a benchmark started again goes on where it stopped
                 print(f"{framework}, seed {seed}, {args.epochs} epochs", file=sys.stderr)
                 load = os.getloadavg()[0]
                 result = run(seed)
                 result.update(load=load, cpu=bench.cpu_model(),
                               date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-                saved.write_text(json.dumps(result))
+                saved(framework, seed).write_text(json.dumps(result))
                 if framework == "oneflow" and seed == 0:
                     subprocess.run([sys.executable, str(REPO / "lenet_plot.py"),
                                     str(work / "oneflow-seed0" / "metrics.jsonl"), args.plot], check=True)

@@ -99,7 +99,7 @@ class Lines:
             self.changed.wait_for(lambda: find() is not None or self.ended, timeout)
             found = find()
             if found is None:
-                pytest.fail(f"no {what} ({'the stream ended' if self.ended else f'{timeout} s passed'}):\n"
+                pytest.fail(f"no {what} ({'the stream ended' if self.ended else f'{timeout:.0f} s passed'}):\n"
                             f"{''.join(self.lines)}")
             return found
 
@@ -123,7 +123,7 @@ class Lines:
         timeout = left(timeout)
         with self.changed:
             if not self.changed.wait_for(lambda: self.ended, timeout):
-                pytest.fail(f"the stream did not end in {timeout} s:\n{''.join(self.lines)}")
+                pytest.fail(f"the stream did not end in {timeout:.0f} s:\n{''.join(self.lines)}")
             return "".join(self.lines)
 
 
@@ -133,7 +133,7 @@ def wait(process, timeout=None):
     try:
         return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"{process.args[:3]}... still running after {timeout} s")
+        pytest.fail(f"{process.args[:3]}... still running after {timeout:.0f} s")
 
 
 def run(command, cwd, env=None, timeout=None):
@@ -145,7 +145,7 @@ def run(command, cwd, env=None, timeout=None):
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{' '.join(map(str, command[:4]))}... still running after {timeout} s")
+            pytest.fail(f"{' '.join(map(str, command[:4]))}... still running after {timeout:.0f} s")
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
@@ -276,3 +276,15 @@ def numpy_lenet(x, w, dropout_mask=1.0):
     x = pool(relu(conv_same(x, w["conv2.weight"], w["conv2.bias"])))
     x = relu(x.reshape(len(x), -1) @ w["dense1.weight"].T + w["dense1.bias"]) * dropout_mask
     return x @ w["dense2.weight"].T + w["dense2.bias"]
+
+
+def numpy_weights(model_dir):
+    """{name: float64 array} of the model saved in model_dir, as OneFlow's own flow.load reads it (not lenet's code)."""
+    return {name: value.numpy().astype(np.float64) for name, value in lenet.flow.load(str(model_dir)).items()}
+
+
+def numpy_probabilities(x, w):
+    """The softmax (N, 10) of numpy_lenet(x, w)'s logits, by its definition."""
+    logits = numpy_lenet(np.asarray(x, np.float64), w)
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)

@@ -25,7 +25,7 @@ from PIL import Image
 
 import digit_image
 import lenet
-from conftest import CLEAN_ENV, ROOT, fixture_arrays, left, numpy_lenet, run
+from conftest import CLEAN_ENV, ROOT, fixture_arrays, left, numpy_probabilities, numpy_weights, run
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import app_soak  # noqa: E402  (the soak benchmark's clients; it also sets GRADIO_ANALYTICS_ENABLED=False)
@@ -39,17 +39,11 @@ DEADLINE = 180  # seconds for any one state to come: the server's start, a page'
 
 @pytest.fixture(scope="module")
 def reference(trained):
-    """probabilities(image (1, 28, 28)) -> (10,): the softmax of a NumPy forward pass (conftest.numpy_lenet) of the
-    trained model's weights as OneFlow's flow.load reads them."""
+    """probabilities(image (1, 28, 28)) -> (10,): the softmax of a NumPy forward pass (conftest.numpy_probabilities)
+    of the trained model's weights as OneFlow's flow.load reads them."""
     folder, _ = trained
-    state = lenet.flow.load(str(folder / "lenet_models_1"))
-    weights = {name: value.numpy().astype(np.float64) for name, value in state.items()}
-
-    def probabilities(image):
-        logits = numpy_lenet(image[None].astype(np.float64), weights)[0]
-        exp = np.exp(logits - logits.max())
-        return exp / exp.sum()
-    return probabilities
+    weights = numpy_weights(folder / "lenet_models_1")
+    return lambda image: numpy_probabilities(image[None], weights)[0]
 
 
 def digit_pngs(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import lenet
-from conftest import MNIST_ACCURACY, assert_fails_cleanly, fixture_arrays, numpy_lenet, run_script
+from conftest import MNIST_ACCURACY, assert_fails_cleanly, fixture_arrays, numpy_lenet, numpy_weights, run_script
 from lenet_eval import (ERRORS_COLUMNS, TILE_HEIGHT, TILE_WIDTH, confusion_matrix, errors_image, format_confusion,
                         format_per_class, make_report, mistakes, report_json)
 
@@ -23,10 +23,8 @@ def test_eval_reports_the_accuracy_recounted_by_hand(trained):
 
     # Recount with NumPy alone: the saved weights as OneFlow's flow.load reads them, the fixture's raw test digits
     # scaled as the tutorial did (pixel / 255), a NumPy forward pass written from the tutorial's layers, argmax.
-    state = lenet.flow.load(str(folder / "lenet_models_1"))
-    weights = {name: value.numpy().astype(np.float64) for name, value in state.items()}
     raw = fixture_arrays()
-    logits = numpy_lenet(raw["x_test"][:, None] / 255.0, weights)
+    logits = numpy_lenet(raw["x_test"][:, None] / 255.0, numpy_weights(folder / "lenet_models_1"))
     assert logits.shape == (200, 10)
     assert f"{100 * np.mean(logits.argmax(1) == raw['y_test']):.1f}" == f"{accuracy:.1f}"
 

@@ -15,7 +15,7 @@ import lenet
 import lenet_test
 import onnx_model
 from benchmarks.image_sets import KINDS, drawn_set, make_image, write_set
-from conftest import MNIST_ACCURACY, assert_fails_cleanly, fixture_arrays, numpy_lenet, run_script
+from conftest import MNIST_ACCURACY, assert_fails_cleanly, fixture_arrays, numpy_probabilities, numpy_weights, run_script
 from test_digit_image import encoded_digits, png_header
 
 
@@ -60,10 +60,7 @@ def test_reads_pngs_as_a_numpy_forward_pass_of_the_saved_weights_does(trained, t
     result = run_script("lenet_test.py", *paths, "--top-k", 10, cwd=folder)
     assert result.returncode == 0, result.stderr
     # The reference: NumPy alone, on the weights as OneFlow's flow.load reads them and the pixels / 255.
-    state = lenet.flow.load(str(folder / "lenet_models_1"))
-    logits = numpy_lenet(raw["x_test"][chosen, None] / 255.0, {k: v.numpy().astype(np.float64) for k, v in state.items()})
-    expected = np.exp(logits - logits.max(1, keepdims=True))
-    expected /= expected.sum(1, keepdims=True)
+    expected = numpy_probabilities(raw["x_test"][chosen, None] / 255.0, numpy_weights(folder / "lenet_models_1"))
     lines = result.stdout.splitlines()[1:]
     assert len(lines) == 10
     for path, line, probabilities in zip(paths, lines, expected):

@@ -148,30 +148,27 @@ class Clones:
         """The stdout and stderr lines of the last of commands, run in a clone after the ones before it."""
         commands = tuple(commands)
         if commands not in self.outputs:
-            target, history = next(((t, h) for t, h in self.histories if tuple(h) == commands[:-1]), (None, None))
-            if target is None:
-                target, history = self.clone()
-                for i in range(1, len(commands)):
-                    self.output(commands[:i])  # replayed (each also kept) in this clone, the newest
-            command = commands[-1]
-            if command[0] == "python":
-                argv, stdin = [".venv/bin/python", "-"], command[1]
-            else:
-                argv, stdin = shlex.split(command), None
-            result = run_input(argv, target, stdin)
-            assert result.returncode == 0, f"{command} failed:\n{result.stdout}{result.stderr}"
-            history.append(command)
-            self.outputs[commands] = (result.stdout + result.stderr).splitlines()
+            clone = next((clone for clone in self.histories if tuple(clone[1]) == commands[:-1]), None)
+            if clone is None:  # a new clone, in which the commands before the last run again
+                clone = self.clone()
+                for command in commands[:-1]:
+                    self.run_in(clone, command)
+            self.outputs[commands] = self.run_in(clone, commands[-1])
         return self.outputs[commands]
 
-
-def run_input(argv, cwd, stdin):
-    """conftest.run, with stdin given as text where it is not None."""
-    if stdin is None:
-        return run(argv, cwd=cwd)
-    code = cwd / "snippet.py"
-    code.write_text(stdin)
-    return run([argv[0], code.name], cwd=cwd)
+    @staticmethod
+    def run_in(clone, command):
+        """Run command (a shell line, or ("python", code)) in clone (folder, history); return its output's lines."""
+        target, history = clone
+        if command[0] == "python":
+            (target / "snippet.py").write_text(command[1])
+            argv = [".venv/bin/python", "snippet.py"]
+        else:
+            argv = shlex.split(command)
+        result = run(argv, cwd=target)
+        assert result.returncode == 0, f"{command} failed:\n{result.stdout}{result.stderr}"
+        history.append(command)
+        return (result.stdout + result.stderr).splitlines()
 
 
 @pytest.fixture(scope="session")
