@@ -67,11 +67,13 @@ def folders(tmp_path):
     return made
 
 
-def node_command(network, node, script, args, master=None):
-    """The launcher's command for node (0 or 1) of two, one process each, run in that node's namespace."""
+def node_command(network, node, script, args, master=None, processes=1, fake_gpu=False):
+    """The launcher's command for node (0 or 1) of two, processes each, run in that node's namespace; with fake_gpu,
+    its processes see an A100 (tests/fake_gpu.py)."""
     return ["ip", "netns", "exec", network[node][0], sys.executable, "-m", "oneflow.distributed.launch", "--nnodes", "2",
-            "--node_rank", str(node), "--nproc_per_node", "1", "--master_addr", master or network[0][1],
-            "--master_port", str(PORT), str(ROOT / script), *map(str, args)]
+            "--node_rank", str(node), "--nproc_per_node", str(processes), "--master_addr", master or network[0][1],
+            "--master_port", str(PORT), *([str(ROOT / "tests" / "fake_gpu.py")] if fake_gpu else []), str(ROOT / script),
+            *map(str, args)]
 
 
 def wait_until_listening(namespace, process):
@@ -94,14 +96,16 @@ def wait_until_listening(namespace, process):
 
 
 @contextlib.contextmanager
-def nodes_started(network, folders, args, script="lenet_train.py", env=None, master=None):
-    """Both nodes' launchers started, node i with args[i], node 1 once node 0 listens: yields [(process, stdout Lines,
-    stderr Lines)] for node 0 and 1; both are killed (with their processes) when the block ends."""
+def nodes_started(network, folders, args, script="lenet_train.py", env=None, master=None, processes=1, fake_gpu=()):
+    """Both nodes' launchers started, node i with args[i], node 1 once node 0 listens, processes a node, the nodes in
+    fake_gpu seeing an A100: yields [(process, stdout Lines, stderr Lines)] for node 0 and 1; both are killed (with
+    their processes) when the block ends."""
     with contextlib.ExitStack() as stack:
         nodes = []
         for node in (0, 1):
             process = stack.enter_context(started(
-                node_command(network, node, script, args[node], master if node == 1 else None), cwd=folders[node],
+                node_command(network, node, script, args[node], master if node == 1 else None, processes,
+                             node in fake_gpu), cwd=folders[node],
                 env={**CLEAN_ENV, **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True))
             nodes.append((process, Lines(process.stdout), Lines(process.stderr)))
@@ -238,6 +242,21 @@ def test_a_problem_on_one_node_found_before_the_first_step_ends_every_node_with_
         assert all(np.array_equal(saved[name], after[name]) for name in saved)
         resumed = run_script("lenet_train.py", *FLAGS, "--epochs", 2, "--resume", cwd=folders[0])
         assert resumed.returncode == 0, resumed.stderr
+
+
+@pytest.mark.parametrize("script", ["lenet_train.py", "lenet_eval.py"])
+def test_nodes_that_choose_different_devices_stop_before_the_first_step(network, folders, trained, script):
+    # Node 1's driver shows an A100 and no --device is given: it chooses cuda, node 0 the CPU. Placements that differ
+    # would hang the first collective of the job; the agreement stops both nodes first.
+    for folder in folders:
+        shutil.copytree(trained[0] / "lenet_models_1", folder / "lenet_models_1")  # lenet_eval.py's to read
+    with nodes_started(network, folders, [["--batch-size", 50]] * 2, script=script, fake_gpu=[1]) as nodes:
+        results = ended_by(nodes, time.monotonic() + STATED)
+    for status, stdout, stderr in results:
+        assert status == 1, stderr
+        assert errors(stderr) == ["error: node 1 chose cuda, node 0 cpu: pass the same --device to every node "
+                                  "(--device cpu runs on any)"], stderr
+        assert "epoch 1" not in stdout and "accuracy" not in stdout
 
 
 def test_a_node_that_never_joins_ends_every_node_after_the_timeout(network, folders):
