@@ -274,10 +274,15 @@ def test_a_node_that_never_joins_ends_every_node_after_the_timeout(network, fold
         assert "epoch 1" not in stdout
 
 
-def training_process(launcher):
-    """The pid of the training process that the launcher (a Popen) started."""
+def training_process(launcher, local_rank=0):
+    """The pid of the training process of local_rank that the launcher (a Popen) started."""
     with open(f"/proc/{launcher.pid}/task/{launcher.pid}/children") as f:
-        return int(f.read().split()[0])
+        children = [int(pid) for pid in f.read().split()]
+    for pid in children:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            if f"LOCAL_RANK={local_rank}".encode() in f.read().split(b"\0"):
+                return pid
+    pytest.fail(f"no process of local rank {local_rank} among the launcher's {children}")
 
 
 @pytest.mark.parametrize("killed", [0, 1])
@@ -307,3 +312,48 @@ def test_a_training_process_killed_mid_epoch_ends_every_node_and_the_last_epoch_
     assert [status for status, _, _ in resumed] == [0, 0], resumed[0][2] + resumed[1][2]
     assert [line.split(" loss")[0] for line in resumed[0][1].splitlines() if "test accuracy" in line] == [f"epoch {epoch + 1}"]
 
+
+
+
+def ended(pid):
+    """Whether process pid has ended: gone, or a zombie its parent has not yet waited for."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_with_two_processes_a_node_every_process_names_the_node_that_was_lost(network, folders):
+    # Ranks 0 and 1 are node 0, ranks 2 and 3 node 1; rank 3 is killed. Each launcher would end its other processes
+    # (SIGTERM, at once) a second or less after one of them ends, maybe before they write their line: both launchers
+    # are held (SIGSTOP) until each process has ended on its own.
+    flags = [*FLAGS, "--batch-size", 100, "--epochs", 20]  # 100 splits into 4 processes' 25
+    with nodes_started(network, folders, [flags] * 2, processes=2) as nodes:
+        nodes[0][1].starting("epoch 1 loss ")
+        ranks = [training_process(nodes[rank // 2][0], rank % 2) for rank in range(4)]
+        for process, _, _ in nodes:
+            os.kill(process.pid, signal.SIGSTOP)
+        os.kill(ranks[3], signal.SIGKILL)
+        deadline = time.monotonic() + STATED
+        while not all(ended(pid) for pid in ranks[:3]):
+            assert time.monotonic() < deadline, [pid for pid in ranks[:3] if not ended(pid)]
+            time.sleep(0.1)
+        for process, _, _ in nodes:
+            os.kill(process.pid, signal.SIGCONT)
+        results = ended_by(nodes, deadline)
+    assert [status for status, _, _ in results] == [1, 1]
+    lines = {rank: [line for line in errors(results[rank // 2][2])
+                    if line.startswith(f"error: node {rank // 2} (rank {rank}): lost ")] for rank in range(4)}
+    assert sum(map(len, lines.values())) == len(errors(results[0][2])) + len(errors(results[1][2]))  # no other line
+    epoch = lines[0][0].split("; epoch ")[1].split(",")[0]  # the last complete epoch: 1, or a later one
+    hint = (f"epoch {epoch}, the last complete one, is saved in ./lenet_models_1 on node 0: copy it to every node and "
+            f"run the same command there with --resume")
+    own = {rank: f"error: node {rank // 2} (rank {rank}): lost a process of this node; {hint}" for rank in range(3)}
+    for rank in (0, 1):  # node 1 first, then maybe a sibling that died of the loss too
+        assert lines[rank][0] == f"error: node 0 (rank {rank}): lost node 1 ({network[1][1]}); {hint}", lines
+        assert set(lines[rank][1:]) <= {own[rank]}, lines
+    # Node 1's survivor: a process of its own node, and maybe node 0 first, if node 0's processes were gone by then.
+    assert own[2] in lines[2], lines
+    assert set(lines[2]) <= {own[2], f"error: node 1 (rank 2): lost node 0 ({network[0][1]}); {hint}"}, lines
+    assert lines[3] == []
