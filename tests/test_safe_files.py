@@ -236,7 +236,8 @@ def test_a_download_appears_whole(tmp_path, server):
     ("silent.npz", FIXTURE_SHA256, "timed out"),
 ])
 def test_a_failed_download_leaves_nothing(tmp_path, server, monkeypatch, name, sha256, reason):
-    monkeypatch.setattr(safe_files, "TIMEOUT", 0.5)  # seconds without a byte from the server
+    if name == "silent.npz":  # the others keep the product's wait: a busy machine must not turn them into time-outs
+        monkeypatch.setattr(safe_files, "TIMEOUT", 0.5)  # seconds without a byte from the server
     with pytest.raises(OSError, match=reason):
         safe_files.download(f"{server}/{name}", tmp_path / "mnist.npz", sha256)
     assert list(tmp_path.iterdir()) == []
