@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,23 +77,44 @@ def node_command(network, node, script, args, master=None, processes=1, fake_gpu
             *map(str, args)]
 
 
-def wait_until_listening(namespace, process):
-    """Wait until the first node's process listens on PORT in namespace, or process (its launcher) has ended.
+def hex_address(address):
+    """An IPv4 address as /proc/net/tcp prints it (also the end of a v4-mapped IPv6 one in tcp6)."""
+    return socket.inet_aton(address)[::-1].hex().upper()
 
-    Node 1 is started then: OneFlow's processes that find no one listening try again only 10 s later."""
+
+def wait_for_socket(process, wanted, what):
+    """Wait until the network namespace of node 0's launcher (process) has a TCP socket for which wanted(local,
+    remote, state) is true (addresses and states as /proc/net/tcp gives them), or the launcher has ended."""
     seconds = left()
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         sockets = []
-        for table in ("tcp", "tcp6"):  # OneFlow's gRPC listens on IPv6's "any" where it can, else IPv4's
-            with open(f"/proc/{process.pid}/net/{table}") as f:  # the sockets of the launcher's namespace
-                sockets += [line.split() for line in f.readlines()[1:]]
-        if any(local.endswith(f":{PORT:04X}") and state == "0A" for _, local, _, state, *_ in sockets):  # 0A: LISTEN
+        try:
+            for table in ("tcp", "tcp6"):  # OneFlow's gRPC listens on IPv6's "any" where it can, else IPv4's
+                with open(f"/proc/{process.pid}/net/{table}") as f:  # the sockets of the launcher's namespace
+                    sockets += [line.split()[1:4] for line in f.readlines()[1:]]
+        except FileNotFoundError:  # the launcher has just ended: a zombie has no namespace to read
             return
-        if process.poll() is not None:
+        if any(wanted(*socket_) for socket_ in sockets):
             return
         time.sleep(0.1)
-    pytest.fail(f"nothing listens on port {PORT} in {namespace} after {seconds:.0f} s")
+    if process.poll() is None:
+        pytest.fail(f"{what} after {seconds:.0f} s")
+
+
+def wait_until_listening(process):
+    """Wait until node 0's first process listens on PORT (or its launcher has ended). Node 1 is started then: OneFlow's
+    processes that find no one listening try again only 10 s later."""
+    wait_for_socket(process, lambda local, remote, state: local.endswith(f":{PORT:04X}") and state == "0A",
+                    f"nothing listens on port {PORT} in node 0's namespace")
+
+
+def wait_until_met(process, network):
+    """Wait until a process of node 1 is connected to one of node 0 (or node 0's launcher has ended): the processes
+    have met, and the checks before the first step begin."""
+    node1 = hex_address(network[1][1])
+    wait_for_socket(process, lambda local, remote, state: remote.split(":")[0].endswith(node1) and state == "01",
+                    "no process of node 1 connected to node 0")
 
 
 @contextlib.contextmanager
@@ -110,7 +132,7 @@ def nodes_started(network, folders, args, script="lenet_train.py", env=None, mas
                 stderr=subprocess.PIPE, text=True))
             nodes.append((process, Lines(process.stdout), Lines(process.stderr)))
             if node == 0:
-                wait_until_listening(network[0][0], process)
+                wait_until_listening(process)
         yield nodes
 
 
@@ -230,6 +252,7 @@ def test_a_problem_on_one_node_found_before_the_first_step_ends_every_node_with_
     saved = weights(folders[0] / "lenet_models_1") if fault is no_model_to_resume else None
     args = [[*FLAGS, "--epochs", 2, *node_flags] for node_flags in flags]  # a flag given twice: the last counts
     with nodes_started(network, folders, args) as nodes:
+        wait_until_met(nodes[0][0], network)  # the fault shows once the processes meet
         results = ended_by(nodes, time.monotonic() + STATED)
     for status, stdout, stderr in results:
         assert status == 1, stderr  # the launcher's status when its process exits 1
@@ -251,6 +274,7 @@ def test_nodes_that_choose_different_devices_stop_before_the_first_step(network,
     for folder in folders:
         shutil.copytree(trained[0] / "lenet_models_1", folder / "lenet_models_1")  # lenet_eval.py's to read
     with nodes_started(network, folders, [["--batch-size", 50]] * 2, script=script, fake_gpu=[1]) as nodes:
+        wait_until_met(nodes[0][0], network)
         results = ended_by(nodes, time.monotonic() + STATED)
     for status, stdout, stderr in results:
         assert status == 1, stderr
@@ -261,10 +285,9 @@ def test_nodes_that_choose_different_devices_stop_before_the_first_step(network,
 
 def test_a_node_that_never_joins_ends_every_node_after_the_timeout(network, folders):
     wrong = f"{SUBNET}.9"  # node 1 looks for the first node where there is none
-    start = time.monotonic()
     with nodes_started(network, folders, [[*FLAGS, "--epochs", 2]] * 2, env={"LENET_NODE_TIMEOUT": "10"},
-                       master=wrong) as nodes:
-        results = ended_by(nodes, start + STATED)
+                       master=wrong) as nodes:  # node 0 listens, waiting for node 1 for ever: the fault shows
+        results = ended_by(nodes, time.monotonic() + STATED)
     for node, (status, stdout, stderr) in enumerate(results):
         master = wrong if node == 1 else network[0][1]
         assert status == 1, stderr
