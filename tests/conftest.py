@@ -192,6 +192,33 @@ def trained(tmp_path_factory):
     return folder, result.stdout
 
 
+# Fixtures that many tests share a folder of, and where in their value that folder is: tests run in them and read
+# them, and none may write there, or what the next test reads would depend on the order the tests ran in.
+SHARED_FOLDERS = {"trained": 0, "uninterrupted": 1}
+
+
+@contextlib.contextmanager
+def unchanged(folder):
+    """Fail (AssertionError) if anything under folder is added, removed or written while the block runs."""
+    def tree():
+        return {str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns) for path in folder.rglob("*")}
+    before = tree()
+    yield
+    after = tree()
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, f"a test changed {folder}, which other tests read: {', '.join(changed)}"
+
+
+@pytest.fixture(autouse=True)
+def shared_folders_unchanged(request):
+    """Each test leaves the shared folders (SHARED_FOLDERS) it has as it found them; a test that writes there errors."""
+    with contextlib.ExitStack() as stack:
+        for name, index in SHARED_FOLDERS.items():
+            if name in request.fixturenames:
+                stack.enter_context(unchanged(request.getfixturevalue(name)[index]))
+        yield
+
+
 @pytest.fixture(scope="session")
 def exported(trained, tmp_path_factory):
     """Export the model of `trained` through lenet_export.py once: (the ONNX file, its output)."""
@@ -288,3 +315,12 @@ def numpy_probabilities(x, w):
     logits = numpy_lenet(np.asarray(x, np.float64), w)
     exp = np.exp(logits - logits.max(axis=1, keepdims=True))
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+def numpy_accuracy_line(model_dir):
+    """The line lenet_eval.py must print for the model in model_dir on the fixture, recounted with NumPy alone: the
+    raw test digits scaled as the tutorial did (pixel / 255), numpy_lenet on numpy_weights, argmax against the labels."""
+    raw = fixture_arrays()
+    logits = numpy_lenet(raw["x_test"][:, None] / 255.0, numpy_weights(model_dir))
+    assert logits.shape == (200, 10)
+    return f"accuracy: {100 * np.mean(logits.argmax(1) == raw['y_test']):.1f}%"

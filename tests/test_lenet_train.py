@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -205,24 +206,34 @@ TRAIN = ["--epochs", 4, "--batch-size", 40, "--log-interval", 2]
 
 
 @pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    """A folder with an mnist.npz of 300 training and 100 test digits from the fixture."""
-    folder = tmp_path_factory.mktemp("small")
+def small_npz(tmp_path_factory):
+    """An mnist.npz of 300 training and 100 test digits from the fixture, for the tests to copy."""
+    path = tmp_path_factory.mktemp("small") / "mnist.npz"
     raw = fixture_arrays()
     train, test = np.arange(0, 1000, 10)[:, None] + np.arange(3), np.arange(0, 200, 2)  # 30 and 10 of each digit
-    np.savez(folder / "mnist.npz", x_train=raw["x_train"][train.ravel()], y_train=raw["y_train"][train.ravel()],
+    np.savez(path, x_train=raw["x_train"][train.ravel()], y_train=raw["y_train"][train.ravel()],
              x_test=raw["x_test"][test], y_test=raw["y_test"][test])
-    return folder
+    return path
+
+
+@pytest.fixture
+def small_data(small_npz, tmp_path):
+    """The test's own folder, with small_npz as its mnist.npz: what a test writes there no other test reads."""
+    shutil.copy(small_npz, tmp_path / "mnist.npz")
+    return tmp_path
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(small_data):
-    """The weights after 4 epochs in one run, and its stdout."""
-    result = run_script("lenet_train.py", *TRAIN, "--model-dir", "whole", "--metrics", "whole.jsonl", cwd=small_data)
+def uninterrupted(small_npz, tmp_path_factory):
+    """The weights after 4 epochs in one run, and the folder of that run (its model "whole", its "whole.jsonl"),
+    which the tests only read: a test that trains on from it copies it first."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    shutil.copy(small_npz, folder / "mnist.npz")
+    result = run_script("lenet_train.py", *TRAIN, "--model-dir", "whole", "--metrics", "whole.jsonl", cwd=folder)
     assert result.returncode == 0, result.stderr
     assert [line.split(" loss")[0] for line in result.stdout.splitlines() if " step " in line][:4] == [
         "epoch 1 step 2", "epoch 1 step 4", "epoch 1 step 6", "epoch 1 step 8"]  # 8 steps: the last one short
-    return weights(small_data / "whole"), result.stdout
+    return weights(folder / "whole"), folder
 
 
 def assert_same_weights(a, b):
@@ -242,7 +253,7 @@ def test_resume_after_two_epochs_equals_an_uninterrupted_run(small_data, uninter
     assert_same_weights(weights(small_data / "halves"), uninterrupted[0])
     # --metrics is appended to on --resume: the four epochs, with the uninterrupted run's losses and accuracies.
     records = [json.loads(line) for line in (small_data / "halves.jsonl").read_text().splitlines()]
-    expected = [json.loads(line) for line in (small_data / "whole.jsonl").read_text().splitlines()]
+    expected = [json.loads(line) for line in (uninterrupted[1] / "whole.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["loss"], r["accuracy"]) for r in records] == [
         (r["epoch"], r["loss"], r["accuracy"]) for r in expected] and len(records) == 4
     again = run_script("lenet_train.py", *flags, "--resume", cwd=small_data)
@@ -311,7 +322,10 @@ def start_paused():
         yield start
 
 
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+SIGNALS = pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+
+
+@SIGNALS
 def test_a_signal_keeps_the_last_epoch_and_resume_finishes_the_run(small_data, uninterrupted, start_paused, signum, status):
     model_dir = f"stopped-{signum}"
     # lenet.evaluate runs at the end of epoch 1: the signal arrives there, and training stops in epoch 2.
@@ -342,14 +356,15 @@ def test_a_signal_in_the_first_epoch_says_that_nothing_is_saved(small_data, star
     assert not (small_data / "first").exists()
 
 
-def test_a_second_ctrl_c_exits_at_once(small_data, start_paused):
+@SIGNALS
+def test_a_second_signal_exits_at_once(small_data, start_paused, signum, status):
     paused = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "twice")  # in the first step
-    paused.process.send_signal(signal.SIGINT)
+    paused.process.send_signal(signum)
     paused.stdout.wait_for("handled")
-    paused.process.send_signal(signal.SIGINT)
+    paused.process.send_signal(signum)
     # Still paused inside the step (its stdin stays open and empty): only an exit at once can end it.
     returncode, _, stderr = paused.end()
-    assert returncode == 130
+    assert returncode == status
     assert "interrupted by" not in stderr and "Traceback" not in stderr
     assert not (small_data / "twice").exists()
 
@@ -371,27 +386,30 @@ def wait_for(condition, what):
         time.sleep(0.01)  # between looks at the state
 
 
-def test_a_second_ctrl_c_exits_at_once_while_oneflow_does_not_return(small_data, start_paused):
+@SIGNALS
+def test_a_second_signal_exits_at_once_while_oneflow_does_not_return(small_data, start_paused, signum, status):
     paused = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "native", hold="native")
-    paused.process.send_signal(signal.SIGINT)  # the handler cannot run: the main thread is inside the native call
-    wait_for(delivered(paused.process), "delivery of the first SIGINT")
-    paused.process.send_signal(signal.SIGINT)
+    paused.process.send_signal(signum)  # the handler cannot run: the main thread is inside the native call
+    wait_for(delivered(paused.process), "delivery of the first signal")
+    paused.process.send_signal(signum)
     returncode, _, stderr = paused.end()
-    assert returncode == 130
+    assert returncode == status
     assert "interrupted by" not in stderr and "Traceback" not in stderr  # at once: not after the grace, with its line
 
 
-def test_sigterm_ends_a_run_that_oneflow_does_not_return_to(small_data, start_paused):
+@SIGNALS
+def test_one_signal_ends_a_run_that_oneflow_does_not_return_to(small_data, start_paused, signum, status):
     paused = start_paused(small_data, "dropout_mask", *TRAIN, "--model-dir", "native", hold="native")
     sent = time.monotonic()
-    paused.process.send_signal(signal.SIGTERM)
+    paused.process.send_signal(signum)
     returncode, _, stderr = paused.end()
-    assert returncode == 143 and time.monotonic() - sent >= 10  # after the 10 s docs/failures.md gives, not at once
-    assert stderr.splitlines()[-1] == ("interrupted by SIGTERM: training was inside OneFlow and did not come back "
-                                       "within 10 s; stopped at once")
+    assert returncode == status and time.monotonic() - sent >= 10  # after the 10 s docs/failures.md gives, not at once
+    assert stderr.splitlines()[-1] == (f"interrupted by {signal.Signals(signum).name}: training was inside OneFlow and "
+                                       f"did not come back within 10 s; stopped at once")
 
 
 def test_resume_refuses_other_flags_or_no_state(small_data, uninterrupted):
+    shutil.copytree(uninterrupted[1] / "whole", small_data / "whole")
     for flag, value, saved in [("--batch-size", 30, 40), ("--learning-rate", 0.05, 0.1), ("--seed", 7, 0)]:
         result = run_script("lenet_train.py", *TRAIN, "--model-dir", "whole", "--resume", flag, value, cwd=small_data)
         assert_fails_cleanly(result, f"{flag} {value} differs from the {saved} that whole was trained with")
@@ -424,6 +442,7 @@ def test_a_loss_that_is_not_finite_is_refused_with_its_value(loss):
 
 
 def test_a_diverging_loss_stops_training_and_keeps_the_last_good_model(small_data, uninterrupted):
+    shutil.copytree(uninterrupted[1] / "whole", small_data / "whole")
     before = (small_data / "whole" / "pickled_data").read_bytes()
     result = run_script("lenet_train.py", *TRAIN, "--model-dir", "whole", "--learning-rate", 1e9, cwd=small_data)
     assert result.returncode == 1

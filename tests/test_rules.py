@@ -1,5 +1,6 @@
 """The tests' own rules: a skip fails the run unless --allow-skips (tests/no_skips.py); all the waits of a test
-draw from one budget, and a wait that runs out ends what it started (tests/conftest.py)."""
+draw from one budget, and a wait that runs out ends what it started; a test that writes into a folder other tests
+share errors (tests/conftest.py)."""
 import os
 import time
 
@@ -50,3 +51,19 @@ def test_the_waits_of_a_test_share_one_budget_and_one_that_runs_out_kills_what_i
         time.sleep(0.01)
     assert not alive()  # the shell's child, in the session run() started, was killed with it
     assert conftest.left() == 1.0  # and what comes after gets the least
+
+
+def test_a_write_into_a_shared_folder_is_an_error_naming_what_changed(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights").write_bytes(b"1")
+    (tmp_path / "mnist.npz").write_bytes(b"2")
+    with conftest.unchanged(tmp_path):
+        (tmp_path / "mnist.npz").read_bytes()  # reading changes nothing
+    for change in (lambda: (tmp_path / "model" / "weights").write_bytes(b"3"), lambda: (tmp_path / "new").touch(),
+                   lambda: (tmp_path / "mnist.npz").unlink()):
+        with pytest.raises(AssertionError, match=f"a test changed {tmp_path}, which other tests read: "):
+            with conftest.unchanged(tmp_path):
+                change()
+    with pytest.raises(AssertionError, match=r"read: model/weights\n"):  # the file written, and only it
+        with conftest.unchanged(tmp_path):
+            (tmp_path / "model" / "weights").write_bytes(b"4")
