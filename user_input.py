@@ -18,6 +18,14 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    """argparse type: an integer of at least 0 (a seed: NumPy's generators take no negative one)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
 def positive_float(text):
     """argparse type: a finite number above 0."""
     value = float(text)

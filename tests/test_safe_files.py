@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 
 import numpy as np
 import pytest
@@ -241,6 +242,14 @@ def test_a_failed_download_leaves_nothing(tmp_path, server, monkeypatch, name, s
     with pytest.raises(OSError, match=reason):
         safe_files.download(f"{server}/{name}", tmp_path / "mnist.npz", sha256)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_download_waits_60_s_for_a_silent_server(tmp_path, server, monkeypatch):
+    # docs/failures.md's figure: the wait for each answer or block is urlopen's socket timeout.
+    given, urlopen = [], urllib.request.urlopen
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: given.append(timeout) or urlopen(url, timeout=timeout))
+    safe_files.download(f"{server}/mnist.npz", tmp_path / "mnist.npz", FIXTURE_SHA256)
+    assert given == [60]
 
 
 def test_offline(tmp_path):
