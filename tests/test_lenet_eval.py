@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import lenet
-from conftest import MNIST_ACCURACY, assert_fails_cleanly, fixture_arrays, numpy_lenet, numpy_weights, run_script
+from conftest import MNIST_ACCURACY, assert_fails_cleanly, fixture_arrays, numpy_accuracy_line, run_script
 from lenet_eval import (ERRORS_COLUMNS, TILE_HEIGHT, TILE_WIDTH, confusion_matrix, errors_image, format_confusion,
                         format_per_class, make_report, mistakes, report_json)
 
@@ -21,12 +21,7 @@ def test_eval_reports_the_accuracy_recounted_by_hand(trained):
     assert accuracy > MNIST_ACCURACY
     assert f"test accuracy {accuracy:.1f}%" in train_stdout.splitlines()[-2]  # the model trained is the one saved
 
-    # Recount with NumPy alone: the saved weights as OneFlow's flow.load reads them, the fixture's raw test digits
-    # scaled as the tutorial did (pixel / 255), a NumPy forward pass written from the tutorial's layers, argmax.
-    raw = fixture_arrays()
-    logits = numpy_lenet(raw["x_test"][:, None] / 255.0, numpy_weights(folder / "lenet_models_1"))
-    assert logits.shape == (200, 10)
-    assert f"{100 * np.mean(logits.argmax(1) == raw['y_test']):.1f}" == f"{accuracy:.1f}"
+    assert result.stdout.splitlines()[-1] == numpy_accuracy_line(folder / "lenet_models_1")  # recounted with NumPy
 
 
 def test_eval_without_a_model(tmp_path):
