@@ -211,12 +211,17 @@ def unchanged(folder):
 
 @pytest.fixture(autouse=True)
 def shared_folders_unchanged(request):
-    """Each test leaves the shared folders (SHARED_FOLDERS) it has as it found them; a test that writes there errors."""
+    """Each test leaves the shared folders (SHARED_FOLDERS) it has as it found them, and the repository's top folder
+    with the same names (pytest's and hypothesis's caches aside): a test that writes there errors."""
+    def top():
+        return set(os.listdir(ROOT)) - {".pytest_cache", ".hypothesis"}
+    before = top()
     with contextlib.ExitStack() as stack:
         for name, index in SHARED_FOLDERS.items():
             if name in request.fixturenames:
                 stack.enter_context(unchanged(request.getfixturevalue(name)[index]))
         yield
+    assert top() == before, f"a test made or removed in the repository: {', '.join(sorted(top() ^ before))}"
 
 
 @pytest.fixture(scope="session")

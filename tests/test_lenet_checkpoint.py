@@ -138,7 +138,7 @@ print("folder holds:", sorted(os.listdir(os.path.dirname(target))))
 def save(target, mounts, *first):
     """Run SAVE onto target in a mount namespace of its own with mounts; return its output lines."""
     command = in_mount_namespace(mounts, [sys.executable, "-c", SAVE, ROOT, ROOT / "tests", target, *first])
-    result = run(command, cwd=ROOT)
+    result = run(command, cwd=Path(target).parent.parent)  # beside the folder mounted over, not in it
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 

@@ -45,8 +45,8 @@ print(*oneflow_setup.graph_runs())
 """
 
 
-def test_a_run_that_ends_before_it_is_recorded_leaves_oneflows_queue_alone():
-    result = run([sys.executable, "-c", OVERTAKEN], cwd=ROOT)
+def test_a_run_that_ends_before_it_is_recorded_leaves_oneflows_queue_alone(tmp_path):
+    result = run([sys.executable, "-c", OVERTAKEN], cwd=tmp_path)
     assert result.returncode == 0, result.stderr  # OneFlow's own methods were not called on the empty queue
     assert result.stdout == "1 1 1\n"  # recorded 1, ended 1, of which 1 ended before it was recorded
 

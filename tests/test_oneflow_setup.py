@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -38,7 +39,8 @@ sys.stdin.read()  # stays alive, for a debugger to look at its threads, until st
 
 def probe(**env):
     """Run PROBE with these environment variables added; return ({first word: the rest}, stdout, stderr)."""
-    result = run([sys.executable, "-c", PROBE], cwd=ROOT, env=env)
+    with tempfile.TemporaryDirectory() as folder:  # not the repository: a run there would read and write its files
+        result = run([sys.executable, "-c", PROBE], cwd=folder, env=env)
     assert result.returncode == 0, result.stderr
     lines = [line.split(" ", 1) for line in result.stdout.splitlines()]
     return {words[0]: words[1] if len(words) > 1 else "" for words in lines}, result.stdout, result.stderr
@@ -115,7 +117,7 @@ FUSED = str([("conv2d", ["bias", "in", "weight"])] * 2)
     # The user's own setting kept: the bias adds are there again, and still not sent to oneDNN.
     ("cpu", {"ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS": "0"}, ("cpu:0", "0", "0", UNFUSED, False)),
 ])
-def test_the_graph_settings_are_set_for_the_cpu_alone_and_read_when_a_graph_is_built(device, env, expected):
+def test_the_graph_settings_are_set_for_the_cpu_alone_and_read_when_a_graph_is_built(device, env, expected, tmp_path):
     """OneFlow reads ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS at the first convolution of a thread and
     ONEFLOW_ENABLE_ONEDNN_OPTS whenever it makes a CPU kernel, not at its import: set by on_cpu after the import,
     they still give the CPU's graph a conv2d with its bias inside and keep oneDNN from its binary ops, and a run
@@ -124,7 +126,7 @@ def test_the_graph_settings_are_set_for_the_cpu_alone_and_read_when_a_graph_is_b
              if name not in ("ONEFLOW_ENABLE_ONEDNN_OPTS", "ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS")}
     # DNNL_VERBOSE=1: oneDNN prints a line on stdout for each primitive it runs, in blocks that can end mid-line,
     # so the script's own lines go to stderr, one whole line a write.
-    result = run([sys.executable, "-c", GRAPH, device], cwd=ROOT,
+    result = run([sys.executable, "-c", GRAPH, device], cwd=tmp_path,
                  env={**clean, **env, "LENET_SCHEDULER_NICE": "0", "DNNL_VERBOSE": "1"})
     assert result.returncode == 0, result.stderr
     keys = ("device", "ONEFLOW_ENABLE_ONEDNN_OPTS", "ONEFLOW_KERNEL_ENABLE_FUSED_CONV_BIAS", "ops")
@@ -149,13 +151,13 @@ def test_the_scheduler_thread_is_found_while_other_processes_hold_every_core():
 
 
 @pytest.mark.skipif(shutil.which("gdb") is None, reason="gdb is needed to read the threads' stacks")
-def test_the_niced_thread_is_oneflows_vm_scheduler():
-    with started([sys.executable, "-c", PROBE], env=CLEAN_ENV, text=True, stdin=subprocess.PIPE,
+def test_the_niced_thread_is_oneflows_vm_scheduler(tmp_path):
+    with started([sys.executable, "-c", PROBE], cwd=tmp_path, env=CLEAN_ENV, text=True, stdin=subprocess.PIPE,
                  stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
         output = Lines(process.stdout)
         output.wait_for("ready")
         values = dict(line.rstrip("\n").partition(" ")[::2] for line in output.lines)
-        stacks = run(["gdb", "-p", str(process.pid), "-batch", "-nx", "-ex", "thread apply all bt 12"], cwd=ROOT).stdout
+        stacks = run(["gdb", "-p", str(process.pid), "-batch", "-nx", "-ex", "thread apply all bt 12"], cwd=tmp_path).stdout
     # gdb prints each thread as "Thread N (Thread 0x... (LWP tid) ...):" followed by its stack.
     threads = {m[1]: m[2] for m in re.finditer(r"\(LWP (\d+)\)(.*?)(?=\nThread |\Z)", stacks, re.DOTALL)}
     schedulers = [tid for tid, stack in threads.items() if "oneflow::VirtualMachine::ScheduleLoop" in stack]
