@@ -63,6 +63,7 @@ def test_a_save_the_first_process_cannot_write_stops_every_process(data_dir):
     # 5 MB, where the model takes 6.7; after the run, what the disk holds: the half-written folder must be gone.
     command = ["sh", "-c", f'{shlex.join(command)}; status=$?; echo "disk holds: $(ls -A {disk})"; exit $status']
     result = run(in_mount_namespace([["-t", "tmpfs", "-o", "size=5m", "tmpfs", disk]], command), cwd=data_dir)
+    assert result.returncode == 1, result.stderr  # the launcher's, when a process of its exits 1
     assert result.stdout.splitlines()[-1] == "disk holds: "
     for rank in (0, 1):  # each process says why it stopped
         assert (f"error: cannot save the model to {disk / 'model'} (No space left on device)" if rank == 0 else

@@ -162,6 +162,9 @@ def wait_for_line(process, stdout_path, stderr_path, prefix, unless=None):
     pytest.fail(f"lenet_app.py printed no {prefix!r} line in {seconds:.0f} s:\n{stderr_path.read_text()}")
 
 
+LOGGED = {"test": "the server's start", "length": 0}  # the last test to end, and the length of the stderr by then
+
+
 @pytest.fixture(scope="module")
 def server(trained, tmp_path_factory):
     """lenet_app.py serving the trained model, started as `make app` starts it: (process, URL, folder of its stdout
@@ -185,8 +188,9 @@ def server(trained, tmp_path_factory):
         print(f"lenet_app.py served after {time.monotonic() - start:.1f} s")  # shown by pytest -s
         assert line == f"serving on http://127.0.0.1:{port} (Ctrl+C stops)"
         assert (logs / "stdout").read_text().splitlines()[0].startswith("device cpu (")  # with this machine's reason
+        LOGGED.update(test="the server's start", length=len((logs / "stderr").read_text()))
         yield process, f"http://127.0.0.1:{port}/", logs
-        assert_alive((process, None, logs))
+        assert_alive((process, None, logs), f"after {LOGGED['test']} had ended")
     finally:
         if process is not None:
             process.terminate()
@@ -195,25 +199,33 @@ def server(trained, tmp_path_factory):
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-    stderr = (logs / "stderr").read_text()
-    assert "Traceback" not in stderr, stderr
+    late = (logs / "stderr").read_text()[LOGGED["length"]:]  # up to its end (SIGTERM)
+    assert "Traceback" not in late, f"lenet_app.py logged this after {LOGGED['test']} had ended:\n{late}"
 
 
-def assert_alive(server):
-    """Fail with how the server ended and its stderr if it is no longer running."""
+def assert_alive(server, when):
+    """Fail with how the server ended, when (words), and its stderr if it is no longer running."""
     process, _, logs = server
     status = process.poll()
     if status is not None:
         how = f"been killed by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"
-        pytest.fail(f"lenet_app.py has {how}; its stderr:\n{(logs / 'stderr').read_text()}")
+        pytest.fail(f"lenet_app.py has {how} {when}; its stderr:\n{(logs / 'stderr').read_text()}")
 
 
 @pytest.fixture
-def app(server):
-    """The server's URL; the server is checked alive before the test and after it."""
-    assert_alive(server)
+def app(server, request):
+    """The server's URL. Before the test and after it the server is checked alive, and what it logged meanwhile free
+    of tracebacks: whatever came after the previous test (a late line, the server's end) is that test's, and says so."""
+    stderr = server[2] / "stderr"
+    logged = stderr.read_text()
+    late, begun, LOGGED["length"] = logged[LOGGED["length"]:], len(logged), len(logged)  # each line told once
+    assert "Traceback" not in late, f"lenet_app.py logged this after {LOGGED['test']} had ended:\n{late}"
+    assert_alive(server, f"after {LOGGED['test']} had ended")
     yield server[1]
-    assert_alive(server)
+    LOGGED.update(test=request.node.name, length=len(stderr.read_text()))
+    during = stderr.read_text()[begun:LOGGED["length"]]
+    assert "Traceback" not in during, f"lenet_app.py logged this during the test:\n{during}"
+    assert_alive(server, "during the test")
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +302,7 @@ def test_four_hundred_requests_twenty_at_once_leave_the_server_up(server, app, r
     files = [*pngs.values(), *(transparent_png(path, tmp_path / f"{digit}-ink.png") for digit, path in pngs.items())]
     expected = {path: path.name[0] for path in files}  # each digit read as itself, however it is drawn
     result = app_soak.soak(app, files, expected, requests=400, clients=20, process=server[0])
-    assert_alive(server)
+    assert_alive(server, "during the 400 requests")
     assert result["errors"] == [] and result["wrong"] == []
     assert len(result["latencies"]) == 400
 
