@@ -311,8 +311,10 @@ def training_process(launcher, local_rank=0):
 @pytest.mark.parametrize("killed", [0, 1])
 def test_a_training_process_killed_mid_epoch_ends_every_node_and_the_last_epoch_resumes(network, folders, killed):
     survivor = 1 - killed
-    with nodes_started(network, folders, [[*FLAGS, "--epochs", 20]] * 2) as nodes:
-        nodes[0][1].starting("epoch 1 loss ")  # printed once epoch 1 is saved: the processes are in epoch 2
+    # 20 steps an epoch. Step 21's loss takes both processes' gradients: once node 0 prints it, both have passed the
+    # end of epoch 1, where each learns that epoch 1 is saved.
+    with nodes_started(network, folders, [[*FLAGS, "--epochs", 20, "--log-interval", 21]] * 2) as nodes:
+        nodes[0][1].starting("epoch 2 step 21 loss ")
         os.kill(training_process(nodes[killed][0]), signal.SIGKILL)
         results = ended_by(nodes, time.monotonic() + STATED)
     assert results[killed][0] == 1 and "died with <Signals.SIGKILL: 9>" in results[killed][2]
@@ -351,9 +353,11 @@ def test_with_two_processes_a_node_every_process_names_the_node_that_was_lost(ne
     # Ranks 0 and 1 are node 0, ranks 2 and 3 node 1; rank 3 is killed. Each launcher would end its other processes
     # (SIGTERM, at once) a second or less after one of them ends, maybe before they write their line: both launchers
     # are held (SIGSTOP) until each process has ended on its own.
-    flags = [*FLAGS, "--batch-size", 100, "--epochs", 20]  # 100 splits into 4 processes' 25
+    # 100 splits into 4 processes' 25; 10 steps an epoch. Step 11's loss takes every process's gradients: once node 0
+    # prints it, each process has passed the end of epoch 1, where it learns that epoch 1 is saved.
+    flags = [*FLAGS, "--batch-size", 100, "--epochs", 20, "--log-interval", 11]
     with nodes_started(network, folders, [flags] * 2, processes=2) as nodes:
-        nodes[0][1].starting("epoch 1 loss ")
+        nodes[0][1].starting("epoch 2 step 11 loss ")
         ranks = [training_process(nodes[rank // 2][0], rank % 2) for rank in range(4)]
         for process, _, _ in nodes:
             os.kill(process.pid, signal.SIGSTOP)
